@@ -46,6 +46,8 @@ class Packet:
     payload_hash: int = 0       # hash of the L4 payload bytes (0 when empty)
     src_mac: str = ""
     dst_mac: str = ""
+    ts_ns: int = 0              # exact capture time in ns since the epoch (ts is a float of it;
+    #                             hops on one host often differ by < 1 us, so order by this)
 
 
 @dataclass(frozen=True)

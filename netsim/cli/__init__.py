@@ -1,0 +1,1 @@
+"""The `netsim` command line (typer + rich): thin — parse, call the library, render."""

@@ -1,0 +1,202 @@
+"""`netsim` — run, validate, simulate and verify Docker-style NAT scenarios.
+
+Exit codes: 0 all expectations hold; 1 an expectation or a model check failed; 2 invalid input
+or usage; 3 the environment cannot run it (not root, missing tool).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ..errors import NetsimError
+from ..scenario import json_schema, load_scenario
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Real containers on a docker0 bridge with NAPT, traced and verified against a model.")
+trace_app = typer.Typer(no_args_is_help=True, help="Look into saved traces (no root needed).")
+app.add_typer(trace_app, name="trace")
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _fail(e: NetsimError) -> None:
+    err.print(f"[red]netsim:[/] {escape(str(e))}", highlight=False)
+    raise typer.Exit(e.exit_code)
+
+
+@app.command()
+def run(scenario: Path = typer.Argument(..., help="scenario YAML file"),
+        trace_dir: Optional[Path] = typer.Option(None, "--trace-dir", help="where to save the trace (default traces/NAME-TIME)"),
+        name: Optional[str] = typer.Option(None, "--name", help="lab name (default: the scenario's name)"),
+        keep: bool = typer.Option(False, "--keep", help="leave the lab up after the run"),
+        json_out: bool = typer.Option(False, "--json", help="print the report as JSON")) -> None:
+    """Build the lab, run the steps under the tracer, verify, tear down."""
+    from ..experiment import run_scenario
+    from .render import conntrack_table, prediction_table, report_table, verdict_line
+    try:
+        loaded = load_scenario(scenario)
+        say = (lambda m: err.print(f"[cyan]·[/] {escape(m)}", highlight=False)) if json_out else \
+              (lambda m: out.print(f"[cyan]·[/] {escape(m)}", highlight=False))
+        say(f"scenario {loaded.scenario.name}: {len(loaded.scenario.containers)} containers, "
+            f"{len(loaded.scenario.externals)} external hosts, {len(loaded.scenario.steps)} steps")
+        result = run_scenario(loaded, trace_dir=trace_dir, lab_name=name, keep=keep, progress=say)
+    except NetsimError as e:
+        _fail(e)
+        return
+    except KeyboardInterrupt:
+        err.print("netsim: interrupted; the lab was torn down")
+        raise typer.Exit(130)
+    r = result.report
+    if json_out:
+        print(json.dumps({**r.to_json(), "trace_dir": str(result.trace_dir),
+                          "duration_s": round(result.duration_s, 3)}, indent=2))
+    else:
+        out.print(prediction_table(result.prediction))
+        out.print(conntrack_table(result.observation.conntrack))
+        out.print(report_table(r))
+        out.print(f"trace saved: {result.trace_dir}  (netsim trace show {result.trace_dir})")
+        verdict_line(out, r)
+        out.print(f"wall time {result.duration_s:.2f}s")
+    raise typer.Exit(0 if r.ok else 1)
+
+
+@app.command()
+def validate(scenario: Path) -> None:
+    """Check a scenario file; one line per problem, exit 2 when invalid."""
+    try:
+        loaded = load_scenario(scenario)
+    except NetsimError as e:
+        _fail(e)
+        return
+    s = loaded.scenario
+    out.print(f"{scenario}: valid ({len(s.containers)} containers, {len(s.externals)} externals, "
+              f"{len(s.steps)} steps)")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of scenario files."""
+    print(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+def simulate(scenario: Path, json_out: bool = typer.Option(False, "--json")) -> None:
+    """What the model predicts for a scenario (no root, no kernel)."""
+    from ..model.predict import predict
+    from .render import prediction_table
+    try:
+        p = predict(load_scenario(scenario).scenario)
+    except NetsimError as e:
+        _fail(e)
+        return
+    if json_out:
+        print(json.dumps([{"step": sp.step, "receiver": sp.receiver, "nat": list(sp.nat),
+                           "reply_expected": sp.reply_expected, "values": sp.values,
+                           "hops": [{"iface": h.iface, "direction": h.direction, "tuple": str(h.tuple)}
+                                    for h in sp.forward + sp.reply],
+                           "conntrack": [str(t) for t in sp.conntrack] if sp.conntrack else None}
+                          for sp in p.steps], indent=2))
+    else:
+        out.print(prediction_table(p))
+
+
+@app.command()
+def verify(trace_dir: Path) -> None:
+    """Re-verify a saved trace against its scenario's predictions (offline, no root)."""
+    from ..experiment import verify_trace
+    from .render import report_table, verdict_line
+    try:
+        report, _ = verify_trace(trace_dir)
+    except NetsimError as e:
+        _fail(e)
+        return
+    out.print(report_table(report))
+    verdict_line(out, report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@trace_app.command("show")
+def trace_show(trace_dir: Path) -> None:
+    """Interfaces, capture counts, NAT transitions of a saved trace."""
+    from rich.table import Table
+
+    from ..experiment import load_observation
+    from ..trace.store import TraceReader
+    from .render import conntrack_table
+    try:
+        r = TraceReader(trace_dir)
+        obs = load_observation(trace_dir)
+    except NetsimError as e:
+        _fail(e)
+        return
+    m = r.manifest
+    t = Table(title=f"trace {trace_dir} — scenario {m.get('scenario', {}).get('name')}, engine {m.get('engine')}")
+    for col in ("interface", "role", "kept", "kernel drops"):
+        t.add_column(col)
+    stats = {c["iface"]: c for c in m.get("capture", [])}
+    for name, info in m.get("interfaces", {}).items():
+        c = stats.get(name, {})
+        t.add_row(name, str(info.get("role", "")), str(c.get("kept", "?")), str(c.get("kernel_drops", "?")))
+    out.print(t)
+    out.print(conntrack_table(obs.conntrack))
+    out.print(f"{len(obs.packets)} packets, {len(obs.journeys)} journeys; complete: {obs.complete}")
+
+
+@app.command()
+def ps() -> None:
+    """Labs on this machine (from /run/netsim)."""
+    from ..lab.ledger import STATE_ROOT
+    from ..lab.teardown import list_labs
+    labs = list_labs(STATE_ROOT)
+    if not labs:
+        out.print("no labs")
+    for lab in labs:
+        out.print(f"{lab['name']}\tscenario={lab.get('scenario')}\towner_pid={lab.get('owner_pid')}"
+                  f"\t{'running' if lab['owner_alive'] else 'orphaned'}")
+
+
+@app.command()
+def down(lab: Optional[str] = typer.Argument(None), all_: bool = typer.Option(False, "--all")) -> None:
+    """Tear down a lab (or every lab) by its ledger."""
+    from ..lab.ledger import STATE_ROOT, lab_dir
+    from ..lab.teardown import list_labs, teardown
+    names = [str(x["name"]) for x in list_labs(STATE_ROOT)] if all_ else ([lab] if lab else [])
+    if not names:
+        err.print("netsim down: name a lab or pass --all")
+        raise typer.Exit(2)
+    try:
+        for n in names:
+            d = lab_dir(n)
+            if not d.exists():
+                err.print(f"netsim down: no lab {n!r}")
+                raise typer.Exit(2)
+            teardown(d)
+            out.print(f"lab {n}: torn down")
+    except NetsimError as e:
+        _fail(e)
+
+
+@app.command()
+def clean() -> None:
+    """Remove every lab netsim made (by ledger) — nothing else."""
+    down(None, True) if _has_labs() else out.print("nothing to clean")
+
+
+def _has_labs() -> bool:
+    from ..lab.ledger import STATE_ROOT
+    from ..lab.teardown import list_labs
+    return bool(list_labs(STATE_ROOT))
+
+
+def main() -> None:
+    try:
+        app()
+    except NetsimError as e:
+        err.print(f"netsim: {e}", highlight=False)
+        sys.exit(e.exit_code)

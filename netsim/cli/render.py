@@ -1,0 +1,72 @@
+"""Rich renderings of predictions, NAT transitions and reports."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from ..model.predict import Prediction
+from ..trace.records import ConntrackEvent
+from ..verify import Report
+
+__all__ = ["prediction_table", "conntrack_table", "report_table", "verdict_line"]
+
+
+def prediction_table(p: Prediction) -> Table:
+    t = Table(title=f"model: {p.scenario} — predicted path and NAT per step", show_lines=False)
+    for col in ("step", "dir", "interface", "tuple", "nat"):
+        t.add_column(col)
+    for sp in p.steps:
+        first = True
+        for h in sp.forward + sp.reply:
+            t.add_row(sp.step if first else "", h.direction, h.iface, str(h.tuple),
+                      ",".join(sp.nat) if first else "")
+            first = False
+        if first:
+            t.add_row(sp.step, "", "", str(sp.flow), "no captured hop")
+    return t
+
+
+def _tuple(t: object) -> str:
+    return f"{getattr(t, 'src')}:{getattr(t, 'sport')} -> {getattr(t, 'dst')}:{getattr(t, 'dport')}"
+
+
+def conntrack_table(events: list[ConntrackEvent], title: str = "NAT table transitions (conntrack, observed)") -> Table:
+    t = Table(title=title)
+    for col in ("t+s", "event", "proto", "original", "reply", "nat", "state", "timeout"):
+        t.add_column(col)
+    live = [e for e in events if e.kind != "DUMP"]
+    t0 = min((e.ts for e in live), default=0.0)
+    for e in live:
+        nat = "+".join(k for k, on in (("DNAT", e.dnat), ("SNAT", e.snat)) if on) or "-"
+        t.add_row(f"{e.ts - t0:.3f}", e.kind, e.original.proto, _tuple(e.original), _tuple(e.reply),
+                  nat, e.state or ",".join(e.status), "" if e.timeout is None else str(e.timeout))
+    return t
+
+
+def report_table(r: Report, only_expectations: bool = False) -> Table:
+    t = Table(title="verdict: expectation / model vs observation")
+    for col in ("step", "check", "expected", "predicted", "observed", ""):
+        t.add_column(col)
+    for c in r.checks:
+        if only_expectations and c.kind != "expect":
+            continue
+        mark = "[green]PASS[/]" if c.ok else "[red]FAIL[/]"
+        what = c.what if c.kind == "expect" else f"model: {c.what}"
+        t.add_row(c.step, what, c.expected or "-", c.predicted, c.observed, mark)
+    return t
+
+
+def verdict_line(console: Console, r: Report) -> None:
+    n_exp = sum(1 for c in r.checks if c.kind == "expect")
+    n_model = len(r.checks) - n_exp
+    bad = r.failed
+    if not r.complete:
+        console.print("[yellow]trace INCOMPLETE[/]: " + "; ".join(r.problems or ["see manifest"]))
+    if r.ok:
+        console.print(f"[bold green]PASS[/] {r.scenario}: {n_exp} expectations hold, "
+                      f"{n_model} model checks match the kernel")
+    else:
+        console.print(f"[bold red]FAIL[/] {r.scenario}: {len(bad)} of {len(r.checks)} checks failed")
+        for c in bad:
+            console.print(f"  [red]✗[/] {c.step}: {c.what}: expected {c.expected or c.predicted}, "
+                          f"observed {c.observed}")

@@ -1,0 +1,197 @@
+"""`netsim run`: realise a scenario, run its steps under the tracer, save the trace, verify.
+
+    loaded scenario -> predict (pure) -> Lab.up -> capture + conntrack -> steps -> trace dir
+                    -> Observation (pure, from the trace dir) -> verify (pure) -> Report
+The lab is always torn down in `finally` (unless `keep`), also on a failed step or Ctrl-C.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .errors import TraceError
+from .model.predict import Prediction, predict
+from .scenario.loader import LoadedScenario, parse_scenario
+from .trace.records import CaptureStats
+from .verify import Observation, Report, StepRecord, verify
+
+__all__ = ["RunResult", "run_scenario", "load_observation", "verify_trace"]
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunResult:
+    report: Report
+    trace_dir: Path
+    prediction: Prediction
+    observation: Observation
+    duration_s: float
+
+
+def _default_trace_dir(name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("traces") / f"{name}-{stamp}"
+
+
+def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_name: str | None = None,
+                 keep: bool = False, progress: Progress | None = None) -> RunResult:
+    from .lab.lab import Lab
+    from .lab.steps import run_step
+    from .trace.capture import Capture
+    from .trace.conntrack import ConntrackWatcher, dump_table
+    from .trace.store import TraceWriter
+
+    say: Progress = progress or (lambda _m: None)
+    t_start = time.monotonic()
+    s = loaded.scenario
+    prediction = predict(s)
+    trace_dir = trace_dir or _default_trace_dir(lab_name or s.name)
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    writer = TraceWriter(trace_dir)
+    lab = Lab(loaded, name=lab_name, progress=say)
+    capture: Capture | None = None
+    watcher: ConntrackWatcher | None = None
+    stats: list[CaptureStats] = []
+    overflows = 0
+    problems: list[str] = []
+    try:
+        lab.up()
+        ifaces = list(prediction.plan.captured_interfaces)
+        capture = Capture(lab.host_netns, ifaces, trace_dir / "pcap")
+        watcher = ConntrackWatcher(lab.host_netns)
+        watcher.start()
+        capture.start()
+        say(f"tracer: capturing {', '.join(ifaces)} + conntrack events")
+        for st in s.steps:
+            writer.append_event({"type": "step", "name": st.name, "phase": "begin", "ts": time.time()})
+            result = run_step(lab, st)
+            writer.append_event({"type": "step", "phase": "end", "ts": time.time(), **result.to_json()})
+            say(f"step {st.name}: {st.from_} --{st.send}--> {st.to}: "
+                + ("reply" if result.ok else "NO reply") + f" ({result.ended - result.started:.2f}s)")
+        time.sleep(0.3)  # let the last replies and conntrack updates land
+        stats = capture.stop()
+        capture = None
+        events, overflows = watcher.stop()
+        watcher = None
+        table = dump_table(lab.host_netns)
+        writer.append_events([{"type": "conntrack", **_event_json(e)} for e in events + table])
+    finally:
+        if capture is not None:
+            try:
+                stats = capture.stop()
+            except Exception as e:  # noqa: BLE001 - teardown goes on; the trace is incomplete
+                problems.append(f"capture: {e}")
+        if watcher is not None:
+            try:
+                watcher.stop()
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"conntrack: {e}")
+        if not keep:
+            lab.down()
+            say(f"lab {lab.name}: torn down")
+        else:
+            say(f"lab {lab.name}: kept (netsim down {lab.name})")
+    drops = sum(c.kernel_drops + c.if_drops for c in stats)
+    complete = bool(stats) and drops == 0 and overflows == 0
+    writer.write_manifest({
+        "scenario": {"name": s.name, "path": loaded.path, "text": loaded.text},
+        "scenario_sha256": loaded.sha256,
+        "engine": lab.engine.name,
+        "lab": lab.name,
+        "netsim_version": __version__,
+        "kernel": platform.release(),
+        "tools": _tool_versions(),
+        "interfaces": _interfaces(prediction, lab),
+        "capture": [c.__dict__ for c in stats],
+        "conntrack_overflows": overflows,
+        "complete": complete,
+        "problems": problems,
+    })
+    observation = load_observation(trace_dir)
+    report = verify(s, prediction, observation)
+    return RunResult(report, trace_dir, prediction, observation, time.monotonic() - t_start)
+
+
+def _event_json(e: object) -> dict[str, object]:
+    d = dict(e.__dict__)
+    for k in ("original", "reply"):
+        d[k] = dict(d[k].__dict__)
+    d["status"] = list(d["status"])
+    return d
+
+
+def _tool_versions() -> dict[str, str]:
+    import subprocess
+    out: dict[str, str] = {"python": platform.python_version()}
+    for tool, argv in (("tcpdump", ["tcpdump", "--version"]), ("conntrack", ["conntrack", "--version"]),
+                       ("iptables", ["iptables", "--version"])):
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=5)
+            out[tool] = (p.stdout or p.stderr).strip().splitlines()[0]
+        except (OSError, subprocess.TimeoutExpired, IndexError):
+            out[tool] = "unknown"
+    return out
+
+
+def _interfaces(prediction: Prediction, lab: object) -> dict[str, dict[str, object]]:
+    plan = prediction.plan
+    netns = getattr(lab, "host_netns", "")
+    out: dict[str, dict[str, object]] = {
+        plan.bridge: {"role": "bridge", "netns": netns, "addresses": [f"{plan.gateway}/{plan.subnet.prefixlen}"]},
+        plan.nic: {"role": "nic", "netns": netns, "addresses": [str(plan.nic_ip)]},
+    }
+    for c in plan.containers.values():
+        out[c.veth] = {"role": "veth", "netns": netns, "container": c.name,
+                       "addresses": [], "peer_address": f"{c.ip}/{plan.subnet.prefixlen}", "peer_mac": c.mac}
+    return out
+
+
+def load_observation(trace_dir: Path) -> Observation:
+    """Everything verify needs, from a trace directory (pure: no root, no kernel)."""
+    from .trace.journeys import build_journeys
+    from .trace.store import TraceReader
+
+    r = TraceReader(trace_dir)
+    packets = r.packets()
+    steps: dict[str, StepRecord] = {}
+    begins: dict[str, float] = {}
+    for ev in r.events():
+        if ev.get("type") != "step":
+            continue
+        if ev.get("phase") == "begin":
+            begins[str(ev["name"])] = float(ev["ts"])  # type: ignore[arg-type]
+        elif ev.get("phase") == "end":
+            name = str(ev["name"])
+            steps[name] = StepRecord(name, bool(ev.get("ok")), float(ev.get("started", begins.get(name, 0))),  # type: ignore[arg-type]
+                                     float(ev.get("ended", ev["ts"])), ev.get("seen_as"))  # type: ignore[arg-type]
+    m = r.manifest
+    problems = list(m.get("problems", []))
+    for c in m.get("capture", []):
+        if c.get("kernel_drops") or c.get("if_drops"):
+            problems.append(f"capture on {c['iface']} dropped {c.get('kernel_drops', 0) + c.get('if_drops', 0)} packets")
+    if m.get("conntrack_overflows"):
+        problems.append(f"conntrack event socket overflowed {m['conntrack_overflows']} time(s)")
+    if not m.get("capture"):
+        problems.append("no capture statistics: the capture did not finish")
+    return Observation(packets, build_journeys(packets), r.conntrack_events(), steps,
+                       complete=bool(m.get("complete")), problems=problems)
+
+
+def verify_trace(trace_dir: Path) -> tuple[Report, Prediction]:
+    """Re-verify a saved trace against the predictions of the scenario it recorded."""
+    from .trace.store import TraceReader
+
+    m = TraceReader(trace_dir).manifest
+    sc = m.get("scenario") or {}
+    if "text" not in sc:
+        raise TraceError(f"{trace_dir}/manifest.json: no scenario text to predict from")
+    loaded = parse_scenario(sc["text"], sc.get("path", "<trace>"))
+    prediction = predict(loaded.scenario)
+    return verify(loaded.scenario, prediction, load_observation(trace_dir)), prediction

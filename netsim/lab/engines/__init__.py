@@ -1,0 +1,1 @@
+"""Engines that run a lab's containers: `own` (netsim's runtime/)."""

@@ -1,0 +1,86 @@
+"""The own engine: containers from netsim's runtime/ (namespaces, cgroups, overlay rootfs)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from runtime import ContainerSpec, IdMap, Limits, Runtime
+from runtime.errors import RuntimeErrorBase
+
+from ...errors import LabError
+from ..engine import ExecOutcome
+
+if TYPE_CHECKING:
+    from runtime import Container
+
+    from ..lab import Lab
+
+__all__ = ["OwnEngine"]
+
+
+class OwnEngine:
+    name = "own"
+
+    def __init__(self, idmap: IdMap | None = IdMap()) -> None:
+        self.idmap = idmap
+        self._rt: Runtime | None = None
+        self._containers: dict[str, "Container"] = {}
+
+    def start(self, lab: "Lab") -> None:
+        state = lab.dir / "runtime"
+        self._rt = Runtime(state, on_create=lambda kind, ident: lab.ledger.record(kind, ident))
+        for c in lab.scenario.containers:
+            spec = ContainerSpec(
+                name=c.name, argv=tuple(c.command), image=c.image, hostname=c.name,
+                limits=Limits(memory_bytes=c.limits.memory_bytes, pids_max=c.limits.pids,
+                              cpu_quota=c.limits.cpus),
+                netns=lab.netns_path(c.name), idmap=self.idmap,
+                cgroup_parent=f"netsim/{lab.name}", files=dict(c.files),
+            )
+            lab.ledger.record("container", c.name, state_dir=str(state))
+            try:
+                ct = self._rt.create(spec)
+                self._containers[c.name] = ct
+                ct.start()
+            except RuntimeErrorBase as e:
+                raise LabError(f"container {c.name}: {e}") from None
+
+    def _get(self, name: str) -> "Container":
+        try:
+            return self._containers[name]
+        except KeyError:
+            raise LabError(f"no running container {name!r}") from None
+
+    def exec(self, container: str, argv: list[str], timeout: float) -> ExecOutcome:
+        try:
+            r = self._get(container).exec(argv, timeout=timeout)
+        except RuntimeErrorBase as e:
+            raise LabError(f"container {container}: exec {argv[0]}: {e}") from None
+        return ExecOutcome(r.returncode, r.stdout, r.stderr, r.duration_s)
+
+    def pid(self, container: str) -> int:
+        pid = self._get(container).pid
+        if pid is None:
+            raise LabError(f"container {container} is not running")
+        return pid
+
+    def logs(self, container: str) -> str:
+        ct = self._containers.get(container)
+        if ct is None or self._rt is None:
+            return ""
+        out = ""
+        for stream in ("stdout.log", "stderr.log"):
+            p = self._rt.state_dir / container / stream if hasattr(self._rt, "state_dir") else None
+            if p is not None and p.exists():
+                out += p.read_text(errors="replace")
+        return out
+
+    def stop(self, lab: "Lab") -> None:
+        errors = []
+        for name, ct in reversed(list(self._containers.items())):
+            try:
+                ct.delete()
+            except RuntimeErrorBase as e:
+                errors.append(f"{name}: {e}")
+        self._containers.clear()
+        if errors:
+            raise LabError("; ".join(errors))

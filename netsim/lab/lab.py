@@ -1,0 +1,171 @@
+"""A lab: one scenario realised in the kernel — namespaces, links, Docker's rules, the external
+hosts' services, the containers — and torn down by its ledger."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import EnvironmentProblem, LabError
+from ..model.addressing import Plan, plan as make_plan
+from ..scenario.loader import LoadedScenario
+from ..scenario.schema import Scenario
+from . import netns
+from .command import in_netns, require_tool, run
+from .engine import Engine
+from .firewall import render_rules
+from .ledger import Ledger, lab_dir, process_start_time
+from .network import LabNames, build_network
+from .teardown import teardown
+
+__all__ = ["Lab", "check_environment"]
+
+Progress = Callable[[str], None]
+
+
+def check_environment() -> None:
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("netsim needs root to build a lab (namespaces, cgroups, "
+                                 "iptables): run it with sudo")
+    for tool in ("nsenter", "iptables-restore", "tcpdump", "conntrack", "busybox"):
+        require_tool(tool)
+
+
+class Lab:
+    def __init__(self, loaded: LoadedScenario, name: str | None = None,
+                 engine: Engine | None = None, progress: Progress | None = None,
+                 state_root: Path | None = None) -> None:
+        self.loaded = loaded
+        self.scenario: Scenario = loaded.scenario
+        self.name = name or self.scenario.name
+        self.dir = lab_dir(self.name, state_root)
+        self.ledger = Ledger(self.dir / "ledger.jsonl")
+        self.names = LabNames(self.name)
+        self.plan: Plan = make_plan(self.scenario)
+        self.progress: Progress = progress or (lambda _m: None)
+        if engine is None:
+            from .engines.own import OwnEngine
+            engine = OwnEngine()
+        self.engine = engine
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    # -- paths ------------------------------------------------------------------------------
+    def netns_path(self, who: str) -> str:
+        return netns.netns_path(self.names.of(who, self.plan))
+
+    @property
+    def host_netns(self) -> str:
+        return netns.netns_path(self.names.host)
+
+    # -- bring up ---------------------------------------------------------------------------
+    def up(self) -> None:
+        check_environment()
+        if self.ledger.path.exists():
+            raise LabError(f"lab {self.name} already exists ({self.dir}): `netsim down {self.name}` "
+                           "removes it, or pass another --name")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "lab.json").write_text(json.dumps({
+            "name": self.name, "scenario": self.loaded.path, "scenario_sha256": self.loaded.sha256,
+            "engine": self.engine.name, "owner_pid": os.getpid(), "created": time.time()}))
+        self.ledger.record("dir", str(self.dir))
+        t0 = time.monotonic()
+        build_network(self.plan, self.names, self.ledger.record)
+        self.progress(f"network: {len(self.plan.containers) + len(self.plan.externals) + 2} "
+                      f"namespaces, {self.plan.bridge} {self.plan.gateway}/{self.plan.subnet.prefixlen}, "
+                      f"NIC {self.plan.nic} {self.plan.nic_ip} ({time.monotonic() - t0:.2f}s)")
+        rules = render_rules(self.scenario, self.plan, self.name)
+        (self.dir / "iptables.rules").write_text(rules)
+        run(in_netns(self.host_netns, ["iptables-restore", "-w"]), input=rules)
+        self.progress(f"iptables: MASQUERADE {self.plan.subnet} out of {self.plan.nic}; "
+                      + ", ".join(f"DNAT :{p.host_port}/{p.proto} -> {c.name}:{p.container_port}"
+                                  for c in self.scenario.containers for p in c.publish))
+        self._start_services()
+        t0 = time.monotonic()
+        self.engine.start(self)
+        for c in self.scenario.containers:
+            if c.ready_port:
+                self._wait_listening(c.name, c.ready_port, timeout=10)
+        self.progress(f"containers: {', '.join(f'{n} {a.ip} on {a.veth}' for n, a in self.plan.containers.items())}"
+                      f" ({time.monotonic() - t0:.2f}s)")
+
+    def _start_services(self) -> None:
+        for x in self.scenario.externals:
+            for sv in x.services:
+                key = f"{x.name}-{sv.kind}-{sv.port}"
+                log = self.dir / "services" / f"{key}.jsonl"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                argv = in_netns(self.netns_path(x.name),
+                                [sys.executable, "-m", "netsim.probes.netprobe", "serve", sv.kind, str(sv.port)])
+                self.ledger.record("process-intent", key)
+                with log.open("wb") as out:
+                    p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                self.ledger.record("process", p.pid, start=process_start_time(p.pid), what=key)
+                self._procs[key] = p
+                self._wait_ready(p, log, key)
+                self.progress(f"external {x.name} {x.address}: {sv.kind} on :{sv.port}")
+
+    def _wait_ready(self, p: subprocess.Popen[bytes], log: Path, key: str, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if log.exists() and b'"ready"' in log.read_bytes():
+                return
+            if p.poll() is not None:
+                raise LabError(f"service {key} exited {p.returncode}: {log.read_text()[-300:]}")
+            time.sleep(0.01)
+        raise LabError(f"service {key} not ready after {timeout:g}s")
+
+    def _wait_listening(self, container: str, port: int, timeout: float) -> None:
+        pid = self.engine.pid(container)
+        want = f":{port:04X} "
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                lines = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+            except OSError:
+                lines = []
+            if any(want in ln.split()[1] + " " and ln.split()[3] == "0A" for ln in lines):
+                return
+            time.sleep(0.01)
+        logs = self.engine.logs(container)
+        raise LabError(f"container {container}: nothing listens on port {port} after {timeout:g}s"
+                       + (f"; its output: {logs[-300:]}" if logs else ""))
+
+    def service_log(self, external: str) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for f in sorted((self.dir / "services").glob(f"{external}-*.jsonl")):
+            for line in f.read_text().splitlines():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass
+        return out
+
+    # -- tear down --------------------------------------------------------------------------
+    def down(self) -> None:
+        for p in self._procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self._procs.values():
+            try:
+                p.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self._procs.clear()
+        errors = []
+        try:
+            self.engine.stop(self)
+        except Exception as e:  # noqa: BLE001 - the ledger still removes everything below
+            errors.append(f"engine: {e}")
+        try:
+            teardown(self.dir)
+        except LabError as e:
+            errors.append(str(e))
+        if errors:
+            raise LabError(f"lab {self.name}: teardown incomplete: " + "; ".join(errors))

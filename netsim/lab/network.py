@@ -1,0 +1,146 @@
+"""Build the lab's network with netlink (pyroute2): the Docker host namespace with docker0,
+one veth per container and the NIC; the upstream router; the external hosts.
+
+    container ns: eth0 172.17.0.x ──veth── host ns: vethXXXXXXX ─┐
+                                                                  docker0 172.17.0.1/16
+                                           host ns: eth0 203.0.113.2 ──wire── up ns: host0 203.0.113.1
+                                                                               up ns: ext0 198.51.100.1 (bridge)
+                                           external ns: eth0 198.51.100.x ──veth── up ns: x-NAME
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ..errors import LabError
+from ..model.addressing import Plan
+from ..model.topology import UPSTREAM_BRIDGE, UPSTREAM_NIC
+from . import netns
+
+__all__ = ["LabNames", "build_network"]
+
+
+class LabNames:
+    """Names of a lab's namespaces: every one carries the lab's name."""
+
+    def __init__(self, lab: str) -> None:
+        self.lab = lab
+
+    @property
+    def host(self) -> str:
+        return f"netsim-{self.lab}-host"
+
+    @property
+    def upstream(self) -> str:
+        return f"netsim-{self.lab}-up"
+
+    def container(self, name: str) -> str:
+        return f"netsim-{self.lab}-c-{name}"
+
+    def external(self, name: str) -> str:
+        return f"netsim-{self.lab}-x-{name}"
+
+    def of(self, who: str, plan: Plan) -> str:
+        if who == "host":
+            return self.host
+        if who in plan.containers:
+            return self.container(who)
+        if who in plan.externals:
+            return self.external(who)
+        raise KeyError(who)
+
+
+def _idx(ipr: IPRoute, name: str) -> int:
+    found = ipr.link_lookup(ifname=name)
+    if not found:
+        raise LabError(f"interface {name} not found")
+    return int(found[0])
+
+
+def _up(ipr: IPRoute, name: str, **kw: object) -> int:
+    i = _idx(ipr, name)
+    ipr.link("set", index=i, state="up", **kw)
+    return i
+
+
+CONTAINER_SYSCTLS = {
+    # Docker sets both in every container's namespace: root in a user namespace may bind low
+    # ports and send ICMP echo without CAP_NET_RAW in the initial namespace.
+    "net.ipv4.ip_unprivileged_port_start": "0",
+    "net.ipv4.ping_group_range": "0 2147483647",
+}
+
+
+def build_network(plan: Plan, names: LabNames, record: Callable[..., None]) -> None:
+    """Create every namespace and link; each namespace is recorded before it is created."""
+    spaces = [names.host, names.upstream]
+    spaces += [names.container(c) for c in plan.containers]
+    spaces += [names.external(x) for x in plan.externals]
+    for ns in spaces:
+        record("netns", ns)
+        netns.create(ns)
+    try:
+        _build(plan, names)
+    except NetlinkError as e:
+        raise LabError(f"netlink: {e}") from None
+
+
+def _build(plan: Plan, names: LabNames) -> None:
+    prefix = plan.subnet.prefixlen
+    with IPRoute(netns=names.host) as ipr:
+        _up(ipr, "lo")
+        ipr.link("add", ifname=plan.bridge, kind="bridge")
+        br = _idx(ipr, plan.bridge)
+        ipr.addr("add", index=br, address=str(plan.gateway), prefixlen=prefix)
+        for c in plan.containers.values():
+            ipr.link("add", ifname=c.veth, kind="veth",
+                     peer={"ifname": c.ifname, "net_ns_fd": names.container(c.name)})
+            _up(ipr, c.veth, master=br)
+        ipr.link("set", index=br, state="up")
+        ipr.link("add", ifname=plan.nic, kind="veth",
+                 peer={"ifname": UPSTREAM_NIC, "net_ns_fd": names.upstream})
+        nic = _idx(ipr, plan.nic)
+        ipr.addr("add", index=nic, address=str(plan.nic_ip.ip), prefixlen=plan.nic_ip.network.prefixlen)
+        ipr.link("set", index=nic, state="up")
+        ipr.route("add", dst="default", gateway=str(plan.nic_gateway))
+    for c in plan.containers.values():
+        with IPRoute(netns=names.container(c.name)) as ipr:
+            _up(ipr, "lo")
+            e = _idx(ipr, c.ifname)
+            ipr.link("set", index=e, address=c.mac)
+            ipr.addr("add", index=e, address=str(c.ip), prefixlen=prefix)
+            ipr.link("set", index=e, state="up")
+            ipr.route("add", dst="default", gateway=str(plan.gateway))
+    with IPRoute(netns=names.upstream) as ipr:
+        _up(ipr, "lo")
+        ipr.addr("add", index=_idx(ipr, UPSTREAM_NIC), address=str(plan.nic_gateway),
+                 prefixlen=plan.nic_ip.network.prefixlen)
+        _up(ipr, UPSTREAM_NIC)
+        ipr.link("add", ifname=UPSTREAM_BRIDGE, kind="bridge")
+        ub = _idx(ipr, UPSTREAM_BRIDGE)
+        ipr.addr("add", index=ub, address=str(plan.upstream_router),
+                 prefixlen=plan.upstream_subnet.prefixlen)
+        for name in plan.externals:
+            ipr.link("add", ifname=f"x-{name}"[:15], kind="veth",
+                     peer={"ifname": "eth0", "net_ns_fd": names.external(name)})
+            _up(ipr, f"x-{name}"[:15], master=ub)
+        ipr.link("set", index=ub, state="up")
+    for name, ip in plan.externals.items():
+        with IPRoute(netns=names.external(name)) as ipr:
+            _up(ipr, "lo")
+            ipr.addr("add", index=_idx(ipr, "eth0"), address=str(ip),
+                     prefixlen=plan.upstream_subnet.prefixlen)
+            _up(ipr, "eth0")
+            ipr.route("add", dst="default", gateway=str(plan.upstream_router))
+    netns.write_sysctls(names.host, {
+        "net.ipv4.ip_forward": "1",
+        "net.bridge.bridge-nf-call-iptables": "1",
+        "net.netfilter.nf_conntrack_timestamp": "1",
+    })
+    netns.write_sysctls(names.upstream, {"net.ipv4.ip_forward": "1"})
+    for c in plan.containers:
+        netns.write_sysctls(names.container(c), CONTAINER_SYSCTLS)
+    for x in plan.externals:
+        netns.write_sysctls(names.external(x), {"net.ipv4.ping_group_range": "0 2147483647"})

@@ -1,0 +1,92 @@
+"""Run a scenario step: the sender sends, we keep what it saw.
+
+A container sends with its own busybox tools, inside the container (nc for TCP and HTTP, ping);
+busybox has no UDP client, so a container's UDP step runs netsim's probe in the container's
+network namespace.  External hosts use the probe (netsim/probes/netprobe.py) in their namespace.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from ..scenario.loader import split_endpoint
+from ..scenario.schema import Step
+from .command import in_netns, run
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+__all__ = ["StepResult", "run_step"]
+
+_YOU_ARE = re.compile(r"you are (\d+\.\d+\.\d+\.\d+:\d+)")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    name: str
+    ok: bool                     # the sender got a reply
+    started: float
+    ended: float
+    argv: list[str]
+    returncode: int
+    output: str
+    seen_as: str | None = None   # the sender's address as the server reported it ("you are ...")
+    detail: dict[str, object] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _busybox_argv(st: Step, ip: str, port: int | None) -> list[str]:
+    sp = ["-p", str(st.sport)] if st.sport else []
+    t = str(max(1, int(st.timeout)))
+    if st.send == "http_get":
+        return ["sh", "-c", f'printf "GET / HTTP/1.0\\r\\nHost: {ip}\\r\\n\\r\\n" | '
+                f"nc -w {t} {' '.join(sp)} {ip} {port}"]
+    if st.send == "tcp_connect":
+        return ["sh", "-c", f"nc -w {t} {' '.join(sp)} {ip} {port} </dev/null"]
+    if st.send == "ping":
+        return ["ping", "-c", str(st.count), "-W", t, ip]
+    raise ValueError(st.send)
+
+
+def _probe_argv(st: Step, ip: str, port: int | None) -> list[str]:
+    if st.send == "ping":
+        return ["busybox", "ping", "-c", str(st.count), "-W", str(max(1, int(st.timeout))), ip]
+    argv = [sys.executable, "-m", "netsim.probes.netprobe", st.send, ip, str(port),
+            "--timeout", str(st.timeout)]
+    if st.sport:
+        argv += ["--sport", str(st.sport)]
+    if st.send == "udp":
+        argv += ["--count", str(st.count), "--payload", st.payload]
+    return argv
+
+
+def run_step(lab: "Lab", st: Step) -> StepResult:
+    target, port = split_endpoint(st.to)
+    ip = str(lab.plan.address_of(target))
+    t0 = time.time()
+    budget = st.timeout * max(1, st.count if st.send in ("ping", "udp") else 1) + 5
+    if st.from_ in lab.plan.containers and st.send != "udp":
+        argv = _busybox_argv(st, ip, port)
+        r = lab.engine.exec(st.from_, argv, timeout=budget)
+        rc, out = r.returncode, r.stdout + r.stderr
+        ok = rc == 0 and (st.send != "http_get" or r.stdout.startswith("HTTP/"))
+        detail: dict[str, object] = {"where": "container"}
+    else:
+        argv = in_netns(lab.netns_path(st.from_), _probe_argv(st, ip, port))
+        p = run(argv, timeout=budget, check=False)
+        rc, out = p.returncode, p.stdout + p.stderr
+        detail = {"where": "netns"}
+        try:
+            detail.update(json.loads(p.stdout.strip().splitlines()[-1]))
+        except (json.JSONDecodeError, IndexError):
+            pass
+        ok = rc == 0 if st.send == "ping" else bool(detail.get("ok"))
+    m = _YOU_ARE.search(out)
+    return StepResult(st.name, ok, t0, time.time(), argv, rc, out[-2000:],
+                      m.group(1) if m else None, detail)

@@ -1,0 +1,64 @@
+"""Docker's NAT semantics as Linux netfilter carries them out.  Pure.
+
+- Published ports: DNAT `host:HOST_PORT/proto` -> `container:CONTAINER_PORT` for packets that
+  arrive from outside the bridge (Docker's nat `DOCKER` chain).
+- MASQUERADE: packets from the bridge subnet leaving by another interface get the NIC address
+  as source.  Port selection (NAT-BEHAVIOUR.md): reuse the mapping the same inside ip:port
+  already has if the resulting tuple is unique; else keep the original port if free; else some
+  other port (which port the kernel picks is not predictable: the model says "remapped").
+- Conntrack keeps every mapping for the life of the run (timeouts are longer than a scenario).
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from ..scenario.schema import Scenario
+from .addressing import Plan
+
+__all__ = ["Publication", "NatState", "publications"]
+
+
+@dataclass(frozen=True)
+class Publication:
+    proto: str
+    host_port: int
+    container: str
+    container_ip: ipaddress.IPv4Address
+    container_port: int
+
+
+def publications(s: Scenario, plan: Plan) -> dict[tuple[str, int], Publication]:
+    out: dict[tuple[str, int], Publication] = {}
+    for c in s.containers:
+        for p in c.publish:
+            out[(p.proto, p.host_port)] = Publication(p.proto, p.host_port, c.name,
+                                                      plan.containers[c.name].ip, p.container_port)
+    return out
+
+
+@dataclass
+class NatState:
+    """The masquerade table the kernel will hold: which outside ports are taken, per remote."""
+
+    # (proto, inside ip, inside port) -> outside port
+    mappings: dict[tuple[str, str, int], int | None] = field(default_factory=dict)
+    # (proto, outside port, remote ip, remote port) -> inside (ip, port)
+    taken: dict[tuple[str, int, str, int], tuple[str, int]] = field(default_factory=dict)
+
+    def masquerade(self, proto: str, src: str, sport: int | None, dst: str, dport: int | None
+                   ) -> tuple[int | None, bool]:
+        """The outside port for a new flow, and whether it was remapped away from the inside
+        port.  None = unknown (ephemeral inside port, or a remap the kernel picks)."""
+        if sport is None or dport is None:
+            return None, False
+        key = (proto, src, sport)
+        prev = self.mappings.get(key)
+        for candidate in ([prev] if prev is not None else []) + [sport]:
+            owner = self.taken.get((proto, candidate, dst, dport))
+            if owner is None or owner == (src, sport):
+                self.mappings[key] = candidate
+                self.taken[(proto, candidate, dst, dport)] = (src, sport)
+                return candidate, candidate != sport
+        self.mappings[key] = None
+        return None, True

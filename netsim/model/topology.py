@@ -1,0 +1,87 @@
+"""The lab as a networkx graph: namespaces and interfaces, and the paths between them.  Pure.
+
+Nodes are namespaces (`ns:host`, `ns:c:web`, `ns:up`, `ns:x:server`) and interfaces
+(`if:host:docker0`, `if:c:web:eth0`, ...).  An interface hangs off its namespace; a veth pair
+or a wire joins two interfaces; a bridge port joins a veth to its bridge.  A path between two
+namespaces therefore lists, in order, every interface a packet crosses.
+"""
+from __future__ import annotations
+
+import networkx as nx
+
+from .addressing import Plan
+
+__all__ = ["build_graph", "path_interfaces", "HOST_NS", "UPSTREAM_NS", "ns_of"]
+
+HOST_NS = "ns:host"
+UPSTREAM_NS = "ns:up"
+UPSTREAM_NIC = "host0"       # the upstream router's side of the host NIC's wire
+UPSTREAM_BRIDGE = "ext0"     # the upstream router's bridge to the external hosts
+
+
+def ns_of(name: str, plan: Plan) -> str:
+    if name == "host":
+        return HOST_NS
+    if name in plan.containers:
+        return f"ns:c:{name}"
+    if name in plan.externals:
+        return f"ns:x:{name}"
+    raise KeyError(name)
+
+
+def _iface(g: nx.Graph, ns: str, name: str, **attrs: object) -> str:
+    node = f"if:{ns[3:]}:{name}"
+    g.add_node(node, kind="iface", ns=ns, name=name, **attrs)
+    g.add_edge(ns, node, kind="member")
+    return node
+
+
+def build_graph(plan: Plan) -> nx.Graph:
+    g: nx.Graph = nx.Graph()
+    g.add_node(HOST_NS, kind="ns", role="host", label="docker host")
+    g.add_node(UPSTREAM_NS, kind="ns", role="upstream", label="ISP router")
+    bridge = _iface(g, HOST_NS, plan.bridge, role="bridge", address=f"{plan.gateway}/{plan.subnet.prefixlen}",
+                    captured=True)
+    nic = _iface(g, HOST_NS, plan.nic, role="nic", address=str(plan.nic_ip), captured=True)
+    up_nic = _iface(g, UPSTREAM_NS, UPSTREAM_NIC, role="upstream-nic", address=f"{plan.nic_gateway}/{plan.nic_ip.network.prefixlen}")
+    g.add_edge(nic, up_nic, kind="wire")
+    up_br = _iface(g, UPSTREAM_NS, UPSTREAM_BRIDGE, role="upstream-bridge",
+                   address=f"{plan.upstream_router}/{plan.upstream_subnet.prefixlen}")
+    for c in plan.containers.values():
+        ns = f"ns:c:{c.name}"
+        g.add_node(ns, kind="ns", role="container", label=c.name, ip=str(c.ip))
+        inner = _iface(g, ns, c.ifname, role="container-eth", address=f"{c.ip}/{plan.subnet.prefixlen}", mac=c.mac)
+        port = f"if:host:{c.veth}"
+        g.add_node(port, kind="iface", ns=HOST_NS, name=c.veth, role="veth", captured=True, container=c.name)
+        g.add_edge(inner, port, kind="veth")
+        g.add_edge(port, bridge, kind="bridge-port")
+    for name, ip in plan.externals.items():
+        ns = f"ns:x:{name}"
+        g.add_node(ns, kind="ns", role="external", label=name, ip=str(ip))
+        inner = _iface(g, ns, "eth0", role="external-eth", address=f"{ip}/{plan.upstream_subnet.prefixlen}")
+        port = _iface(g, UPSTREAM_NS, f"x-{name}"[:15], role="upstream-port")
+        g.add_edge(inner, port, kind="veth")
+        g.add_edge(port, up_br, kind="bridge-port")
+    return g
+
+
+def path_interfaces(g: nx.Graph, src_ns: str, dst_ns: str) -> list[tuple[str, str | None, bool]]:
+    """Everything crossed from src_ns to dst_ns, in order: interfaces as (namespace, interface
+    name, seen by a capture on it) and the namespaces routed through on the way as
+    (namespace, None, False).  A bridge crossed port-to-port (switched, not routed) is not seen
+    on the bridge device."""
+    nodes = nx.shortest_path(g, src_ns, dst_ns)
+    out: list[tuple[str, str | None, bool]] = []
+    for i, n in enumerate(nodes):
+        a = g.nodes[n]
+        if a["kind"] != "iface":
+            if 0 < i < len(nodes) - 1:
+                out.append((n, None, False))
+            continue
+        seen = bool(a.get("captured"))
+        if a.get("role") == "bridge":
+            prev_k = g.nodes[nodes[i - 1]]["kind"] if i > 0 else ""
+            next_k = g.nodes[nodes[i + 1]]["kind"] if i + 1 < len(nodes) else ""
+            seen = seen and "ns" in (prev_k, next_k)
+        out.append((a["ns"], a["name"], seen))
+    return out

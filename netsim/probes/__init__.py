@@ -1,0 +1,1 @@
+"""Small stdlib-only programs run inside lab namespaces (servers and traffic generators)."""

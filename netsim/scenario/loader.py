@@ -1,0 +1,201 @@
+"""Load a scenario file: YAML -> Scenario, with every error naming file, line and field."""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ..errors import ScenarioError
+from .schema import Scenario
+
+__all__ = ["load_scenario", "parse_scenario", "LoadedScenario", "split_endpoint"]
+
+Loc = tuple[str | int, ...]
+
+
+class LoadedScenario:
+    """A validated Scenario plus where it came from (for the trace manifest and messages)."""
+
+    def __init__(self, scenario: Scenario, path: str, text: str, lines: dict[Loc, int]) -> None:
+        self.scenario, self.path, self.text, self.lines = scenario, path, text, lines
+        self.sha256 = hashlib.sha256(text.encode()).hexdigest()
+
+
+def _line_map(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:
+    out.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            k = key.value if isinstance(key, yaml.ScalarNode) else str(key.value)
+            out[loc + (k,)] = key.start_mark.line + 1
+            _line_map(value, loc + (k,), out)
+            out[loc + (k,)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, loc + (i,), out)
+
+
+def _line_for(lines: dict[Loc, int], loc: Loc) -> int | None:
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get((), None)
+
+
+def _field(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top>"
+
+
+def split_endpoint(text: str) -> tuple[str, int | None]:
+    """`NAME[:PORT]` or `IP[:PORT]` -> (name or ip, port or None)."""
+    head, sep, tail = str(text).strip().rpartition(":")
+    if not sep:
+        return tail, None
+    if not tail.isdigit() or not 0 < int(tail) < 65536:
+        raise ValueError(f"{text!r}: port must be a number 1..65535")
+    return head, int(tail)
+
+
+def parse_scenario(text: str, path: str = "<string>") -> LoadedScenario:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ScenarioError(str(getattr(e, "problem", e)), file=path,
+                            line=mark.line + 1 if mark else None) from None
+    if not isinstance(data, dict) or node is None:
+        raise ScenarioError("a scenario is a YAML mapping (name, containers, externals, steps)",
+                            file=path, line=1)
+    lines: dict[Loc, int] = {}
+    _line_map(node, (), lines)
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        loc = tuple("from" if p == "from_" else p for p in loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        more = f" (and {len(e.errors()) - 1} more problem(s))" if len(e.errors()) > 1 else ""
+        raise ScenarioError(msg + more, file=path, line=_line_for(lines, loc), field=_field(loc)) from None
+    _check_semantics(scenario, path, lines)
+    return LoadedScenario(scenario, path, text, lines)
+
+
+def load_scenario(path: str | Path) -> LoadedScenario:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ScenarioError("no such file", file=str(p)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ScenarioError(f"cannot read: {e}", file=str(p)) from None
+    return parse_scenario(text, str(p))
+
+
+def _check_semantics(s: Scenario, path: str, lines: dict[Loc, int]) -> None:
+    def fail(loc: Loc, msg: str) -> None:
+        raise ScenarioError(msg, file=path, line=_line_for(lines, loc), field=_field(loc))
+
+    names: dict[str, Loc] = {}
+    for kind, items in (("containers", s.containers), ("externals", s.externals)):
+        for i, item in enumerate(items):
+            if item.name in names:
+                fail((kind, i, "name"), f"{item.name!r} is already used at {_field(names[item.name])}")
+            names[item.name] = (kind, i, "name")
+
+    bridge = s.host.bridge
+    gw = bridge.gateway or next(bridge.subnet.hosts())
+    if gw not in bridge.subnet:
+        fail(("host", "bridge", "gateway"), f"{gw} is not in {bridge.subnet}")
+    if s.host.nic.gateway not in s.host.nic.address.network:
+        fail(("host", "nic", "gateway"), f"{s.host.nic.gateway} is not in {s.host.nic.address.network}")
+    for net, loc in ((s.host.nic.address.network, ("host", "nic", "address")),
+                     (s.upstream.subnet, ("upstream", "subnet"))):
+        if net.overlaps(bridge.subnet):
+            fail(loc, f"{net} overlaps the bridge subnet {bridge.subnet}")
+    if s.upstream.subnet.overlaps(s.host.nic.address.network):
+        fail(("upstream", "subnet"), f"{s.upstream.subnet} overlaps the NIC's network")
+    forbidden = ipaddress.IPv4Network("192.0.2.0/24")
+    for net, loc in ((s.upstream.subnet, ("upstream", "subnet")),
+                     (s.host.nic.address.network, ("host", "nic", "address"))):
+        if net.overlaps(forbidden):
+            fail(loc, "192.0.2.0/24 is this machine's own network; use 198.51.100.0/24 or 203.0.113.0/24")
+
+    used_ips: dict[ipaddress.IPv4Address, Loc] = {gw: ("host", "bridge")}
+    published: dict[tuple[int, str], Loc] = {}
+    for i, c in enumerate(s.containers):
+        if c.ip is not None:
+            if c.ip not in bridge.subnet or c.ip in (bridge.subnet.network_address,
+                                                     bridge.subnet.broadcast_address):
+                fail(("containers", i, "ip"), f"{c.ip} is not a host address of {bridge.subnet}")
+            if c.ip in used_ips:
+                fail(("containers", i, "ip"), f"{c.ip} is already used by {_field(used_ips[c.ip])}")
+            used_ips[c.ip] = ("containers", i, "ip")
+        for j, p in enumerate(c.publish):
+            key = (p.host_port, p.proto)
+            if key in published:
+                fail(("containers", i, "publish", j),
+                     f"host port {p.host_port}/{p.proto} is already published by {_field(published[key])}")
+            published[key] = ("containers", i, "publish", j)
+    ext_net = s.upstream.subnet
+    router = next(ext_net.hosts())
+    for i, x in enumerate(s.externals):
+        if x.address not in ext_net or x.address == router:
+            fail(("externals", i, "address"),
+                 f"{x.address} must be a host address of the upstream subnet {ext_net} other than "
+                 f"the router {router}")
+        if x.address in used_ips:
+            fail(("externals", i, "address"), f"{x.address} is already used")
+        used_ips[x.address] = ("externals", i, "address")
+
+    step_names: set[str] = set()
+    for i, st in enumerate(s.steps):
+        if st.name in step_names:
+            fail(("steps", i, "name"), f"step {st.name!r} is defined twice")
+        step_names.add(st.name)
+        if st.from_ not in names:
+            fail(("steps", i, "from"), f"unknown sender {st.from_!r} (known: {', '.join(names) or 'none'})")
+        try:
+            target, port = split_endpoint(st.to)
+        except ValueError as e:
+            fail(("steps", i, "to"), str(e))
+            raise  # unreachable
+        if target not in names and target != "host":
+            try:
+                ipaddress.IPv4Address(target)
+            except ValueError:
+                fail(("steps", i, "to"), f"unknown target {target!r}: a container, an external, "
+                     "'host' or an IPv4 address")
+        if st.send == "ping":
+            if port is not None:
+                fail(("steps", i, "to"), "ping takes no port")
+            if st.sport is not None:
+                fail(("steps", i, "sport"), "ping has no source port")
+        elif port is None:
+            fail(("steps", i, "to"), f"{st.send} needs a port: NAME:PORT")
+        for key in ("snat", "dnat", "server_sees"):
+            ref = getattr(st.expect, key)
+            if ref is None:
+                continue
+            try:
+                ename, _ = split_endpoint(ref)
+            except ValueError as e:
+                fail(("steps", i, "expect", key), str(e))
+                raise
+            if ename not in names and ename != "host":
+                try:
+                    ipaddress.IPv4Address(ename)
+                except ValueError:
+                    fail(("steps", i, "expect", key), f"unknown endpoint {ename!r}")

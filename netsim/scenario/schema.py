@@ -1,0 +1,171 @@
+"""The scenario file's schema (pydantic).  Pure: no I/O, no kernel.
+
+A scenario names containers on the docker0 bridge, external hosts beyond the host's NIC, the
+steps of traffic to run and what each step is expected to show about NAT.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Scenario", "Container", "External", "Service", "Publish", "Limits", "Step", "Expect",
+    "HostConfig", "Nic", "Bridge", "Upstream", "NAME_RE", "SEND_KINDS",
+]
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
+SEND_KINDS = ("http_get", "tcp_connect", "udp", "ping")
+_SIZE_RE = re.compile(r"^(\d+)([kmg]?)b?$", re.I)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_name(v: str) -> str:
+    if not NAME_RE.match(v):
+        raise ValueError(f"{v!r} is not a valid name (lower-case letters, digits and '-', "
+                         "starting with a letter, at most 15 characters)")
+    if v == "host":
+        raise ValueError("'host' is reserved: it names the Docker host's NIC address")
+    return v
+
+
+Name = Annotated[str, BeforeValidator(lambda v: v if not isinstance(v, str) else v.strip())]
+
+
+class Nic(_Strict):
+    """The Docker host's NIC (`eth0` in the host namespace) and its upstream gateway."""
+
+    name: str = "eth0"
+    address: ipaddress.IPv4Interface = ipaddress.IPv4Interface("203.0.113.2/24")
+    gateway: ipaddress.IPv4Address = ipaddress.IPv4Address("203.0.113.1")
+
+
+class Bridge(_Strict):
+    name: str = "docker0"
+    subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("172.17.0.0/16")
+    gateway: ipaddress.IPv4Address | None = None  # default: first address of the subnet
+
+
+class HostConfig(_Strict):
+    nic: Nic = Nic()
+    bridge: Bridge = Bridge()
+    masquerade: bool = True
+
+
+class Upstream(_Strict):
+    """What is beyond the NIC.  `isp`: a router that routes to the external hosts' subnet."""
+
+    kind: Literal["isp"] = "isp"
+    subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("198.51.100.0/24")
+
+
+class Service(_Strict):
+    kind: Literal["http", "tcp_echo", "udp_echo"]
+    port: int = Field(ge=1, le=65535)
+
+
+class Limits(_Strict):
+    memory: str | None = None   # "64m", "1g", bytes
+    pids: int | None = Field(default=None, ge=1)
+    cpus: float | None = Field(default=None, gt=0)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str | None) -> str | None:
+        if v is not None and not _SIZE_RE.match(str(v)):
+            raise ValueError(f"{v!r} is not a size like 64m, 512k or 1g")
+        return v
+
+    @property
+    def memory_bytes(self) -> int | None:
+        if self.memory is None:
+            return None
+        m = _SIZE_RE.match(str(self.memory))
+        assert m
+        return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
+
+
+class Publish(_Strict):
+    """`HOST:CONTAINER[/proto]`, as `docker run -p`."""
+
+    host_port: int = Field(ge=1, le=65535)
+    container_port: int = Field(ge=1, le=65535)
+    proto: Literal["tcp", "udp"] = "tcp"
+
+    @classmethod
+    def parse(cls, text: str) -> "Publish":
+        m = re.fullmatch(r"(\d+):(\d+)(?:/(tcp|udp))?", str(text).strip())
+        if not m:
+            raise ValueError(f"{text!r} is not HOST:CONTAINER[/tcp|/udp]")
+        return cls(host_port=int(m.group(1)), container_port=int(m.group(2)),
+                   proto=m.group(3) or "tcp")  # type: ignore[arg-type]
+
+
+def _parse_publish(v: object) -> object:
+    if isinstance(v, (str, int)):
+        return Publish.parse(str(v))
+    return v
+
+
+class Container(_Strict):
+    name: Annotated[Name, BeforeValidator(_check_name)]
+    image: Literal["busybox"] = "busybox"
+    command: list[str] = Field(default_factory=lambda: ["sleep", "3600"], min_length=1)
+    files: dict[str, str] = Field(default_factory=dict)
+    publish: list[Annotated[Publish, BeforeValidator(_parse_publish)]] = Field(default_factory=list)
+    ip: ipaddress.IPv4Address | None = None
+    limits: Limits = Limits()
+    ready_port: int | None = Field(default=None, ge=1, le=65535,
+                                   description="wait until this TCP port listens before the steps")
+
+
+class External(_Strict):
+    name: Annotated[Name, BeforeValidator(_check_name)]
+    address: ipaddress.IPv4Address
+    services: list[Service] = Field(default_factory=list)
+
+
+class Expect(_Strict):
+    """What a step must show.  Endpoints are `NAME[:PORT]` (NAME a container, an external host
+    or `host` = the NIC address) or `IP[:PORT]`."""
+
+    reply: bool | None = None
+    snat: str | None = Field(default=None, description="source seen beyond the NIC")
+    dnat: str | None = Field(default=None, description="destination the container receives")
+    server_sees: str | None = Field(default=None, description="source address:port at the receiver")
+
+
+class Step(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    from_: str = Field(alias="from")
+    send: Literal["http_get", "tcp_connect", "udp", "ping"]
+    to: str
+    sport: int | None = Field(default=None, ge=1, le=65535)
+    count: int = Field(default=1, ge=1, le=100000)
+    payload: str = "netsim"
+    timeout: float = Field(default=5.0, gt=0, le=300)
+    expect: Expect = Expect()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Scenario(_Strict):
+    name: Annotated[str, BeforeValidator(lambda v: v)]
+    description: str = ""
+    host: HostConfig = HostConfig()
+    upstream: Upstream = Upstream()
+    containers: list[Container] = Field(default_factory=list)
+    externals: list[External] = Field(default_factory=list)
+    steps: list[Step] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _lab_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,31}", v):
+            raise ValueError(f"{v!r} is not a valid scenario name (lower-case letters, digits, '-')")
+        return v
