@@ -65,6 +65,8 @@ def _up(ipr: IPRoute, name: str, **kw: object) -> int:
     return i
 
 
+# IPv6 is off in every lab namespace (as on Docker's default bridge): no router solicitations or
+# MLD reports in the traces.
 CONTAINER_SYSCTLS = {
     # Docker sets both in every container's namespace: root in a user namespace may bind low
     # ports and send ICMP echo without CAP_NET_RAW in the initial namespace.
@@ -134,13 +136,15 @@ def _build(plan: Plan, names: LabNames) -> None:
                      prefixlen=plan.upstream_subnet.prefixlen)
             _up(ipr, "eth0")
             ipr.route("add", dst="default", gateway=str(plan.upstream_router))
+    quiet = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
     netns.write_sysctls(names.host, {
+        **quiet,
         "net.ipv4.ip_forward": "1",
         "net.bridge.bridge-nf-call-iptables": "1",
         "net.netfilter.nf_conntrack_timestamp": "1",
     })
-    netns.write_sysctls(names.upstream, {"net.ipv4.ip_forward": "1"})
+    netns.write_sysctls(names.upstream, {**quiet, "net.ipv4.ip_forward": "1"})
     for c in plan.containers:
-        netns.write_sysctls(names.container(c), CONTAINER_SYSCTLS)
+        netns.write_sysctls(names.container(c), {**quiet, **CONTAINER_SYSCTLS})
     for x in plan.externals:
-        netns.write_sysctls(names.external(x), {"net.ipv4.ping_group_range": "0 2147483647"})
+        netns.write_sysctls(names.external(x), {**quiet, "net.ipv4.ping_group_range": "0 2147483647"})
