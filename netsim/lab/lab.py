@@ -125,11 +125,13 @@ class Lab:
         want = f":{port:04X} "
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                lines = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
-            except OSError:
-                lines = []
-            if any(want in ln.split()[1] + " " and ln.split()[3] == "0A" for ln in lines):
+            lines: list[str] = []
+            for table in ("tcp", "tcp6"):  # busybox httpd listens on [::] (dual stack)
+                try:
+                    lines += Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+                except OSError:
+                    pass
+            if any(ln.split()[1].endswith(want.strip()) and ln.split()[3] == "0A" for ln in lines):
                 return
             time.sleep(0.01)
         logs = self.engine.logs(container)

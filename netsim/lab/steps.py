@@ -1,8 +1,10 @@
 """Run a scenario step: the sender sends, we keep what it saw.
 
-A container sends with its own busybox tools, inside the container (nc for TCP and HTTP, ping);
-busybox has no UDP client, so a container's UDP step runs netsim's probe in the container's
-network namespace.  External hosts use the probe (netsim/probes/netprobe.py) in their namespace.
+A container sends with its own busybox tools, inside the container (nc for TCP and HTTP, ping).
+Busybox has no UDP client and its nc cannot choose a source port, so a container's `udp` step,
+and any step with a fixed `sport`, runs netsim's probe in the container's network namespace
+instead (the packets on the wire are the same; the step result records `where`).  External
+hosts always use the probe (netsim/probes/netprobe.py) in their namespace.
 """
 from __future__ import annotations
 
@@ -41,14 +43,17 @@ class StepResult:
         return asdict(self)
 
 
+def in_container(st: Step, containers: object) -> bool:
+    """Whether busybox inside the container can carry the step out."""
+    return st.from_ in containers and st.send != "udp" and st.sport is None  # type: ignore[operator]
+
+
 def _busybox_argv(st: Step, ip: str, port: int | None) -> list[str]:
-    sp = ["-p", str(st.sport)] if st.sport else []
     t = str(max(1, int(st.timeout)))
     if st.send == "http_get":
-        return ["sh", "-c", f'printf "GET / HTTP/1.0\\r\\nHost: {ip}\\r\\n\\r\\n" | '
-                f"nc -w {t} {' '.join(sp)} {ip} {port}"]
+        return ["wget", "-q", "-T", t, "-O", "-", f"http://{ip}:{port}/"]
     if st.send == "tcp_connect":
-        return ["sh", "-c", f"nc -w {t} {' '.join(sp)} {ip} {port} </dev/null"]
+        return ["sh", "-c", f"nc -w {t} {ip} {port} </dev/null"]
     if st.send == "ping":
         return ["ping", "-c", str(st.count), "-W", t, ip]
     raise ValueError(st.send)
@@ -71,11 +76,11 @@ def run_step(lab: "Lab", st: Step) -> StepResult:
     ip = str(lab.plan.address_of(target))
     t0 = time.time()
     budget = st.timeout * max(1, st.count if st.send in ("ping", "udp") else 1) + 5
-    if st.from_ in lab.plan.containers and st.send != "udp":
+    if in_container(st, lab.plan.containers):
         argv = _busybox_argv(st, ip, port)
         r = lab.engine.exec(st.from_, argv, timeout=budget)
         rc, out = r.returncode, r.stdout + r.stderr
-        ok = rc == 0 and (st.send != "http_get" or r.stdout.startswith("HTTP/"))
+        ok = rc == 0
         detail: dict[str, object] = {"where": "container"}
     else:
         argv = in_netns(lab.netns_path(st.from_), _probe_argv(st, ip, port))

@@ -126,3 +126,10 @@ class CaptureStats:
     received: int               # packets the filter saw (libpcap's ps_recv)
     kernel_drops: int           # libpcap's ps_drop (ring overflow)
     if_drops: int = 0           # libpcap's ps_ifdrop
+    not_written: int = 0        # received - kept - kernel_drops: seen by the kernel but never
+    #                             written (tcpdump stopped before its ring drained); 0 when complete
+
+    @property
+    def complete(self) -> bool:
+        """Every packet the kernel handed to this capture point is in the pcap."""
+        return self.kernel_drops == 0 and self.if_drops == 0 and self.not_written == 0

@@ -1,0 +1,29 @@
+"""netsim.trace — capture packets and conntrack events, store them, and analyse them offline.
+
+Effectful: :class:`Capture` (tcpdump per interface), :class:`ConntrackWatcher`,
+:func:`dump_table`.  Pure (no root): :func:`read_pcap`, :func:`build_journeys`, the NAT-table
+functions, and :class:`TraceReader`.
+"""
+from __future__ import annotations
+
+from netsim.trace.capture import Capture, stop_captures
+from netsim.trace.conntrack import ConntrackWatcher, dump_table, parse_event_line
+from netsim.trace.decode import DecodeStats, decode_pcap, read_pcap, scapy_packets, to_scapy
+from netsim.trace.journeys import build_journeys, match_key
+from netsim.trace.nat_table import (
+    NatTransition, bindings_from_conntrack, bindings_from_journeys, cross_check, transitions,
+)
+from netsim.trace.records import (
+    CaptureStats, ConntrackEvent, FiveTuple, Hop, Journey, NatBinding, Packet,
+)
+from netsim.trace.store import FORMAT_VERSION, TraceReader, TraceWriter
+
+__all__ = [
+    "Capture", "stop_captures", "ConntrackWatcher", "dump_table", "parse_event_line",
+    "DecodeStats", "decode_pcap", "read_pcap", "scapy_packets", "to_scapy",
+    "build_journeys", "match_key",
+    "NatTransition", "bindings_from_conntrack", "bindings_from_journeys", "cross_check",
+    "transitions",
+    "CaptureStats", "ConntrackEvent", "FiveTuple", "Hop", "Journey", "NatBinding", "Packet",
+    "FORMAT_VERSION", "TraceReader", "TraceWriter",
+]

@@ -1,0 +1,414 @@
+"""Runtime (create/get/list containers) and Container (start, exec, signal, wait, delete)."""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime import images, rootfs
+from runtime.cgroups import CgroupLayout, ContainerCgroup, container_cgroup, detect_layout
+from runtime.errors import CgroupError, ContainerError, ImageError, SpecError
+from runtime.process import Launch, cgroup_preexec, nsenter_argv, spawn, wait_exit
+from runtime.spec import ContainerSpec, ExecResult, container_env
+from runtime.state import ContainerPaths, ContainerState, load_state, proc_alive, proc_start_time, save_state
+
+__all__ = ["Runtime", "Container", "ContainerProcess", "OnCreate"]
+
+OnCreate = Callable[[str, str], None]
+DEFAULT_IMAGE_DIR = Path("/var/lib/netsim/images")
+
+
+@dataclass(frozen=True)
+class _Config:
+    """What every Container of one Runtime shares."""
+
+    state_dir: Path
+    image_dir: Path
+    on_create: OnCreate | None
+    layout: CgroupLayout
+    nsenter: str | None
+
+    def announce(self, kind: str, ident: str) -> None:
+        if self.on_create is not None:
+            self.on_create(kind, ident)
+
+
+class ContainerProcess(subprocess.Popen):  # type: ignore[type-arg]
+    """A process exec'd into a container. Signals go to its whole process group, because the
+    direct child is nsenter, which does not forward signals to the process it started."""
+
+    def send_signal(self, sig: int) -> None:
+        self.poll()
+        if self.returncode is not None:
+            return
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+class Runtime:
+    """Creates containers whose state lives under `state_dir` (one directory per container)."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        image_dir: Path = DEFAULT_IMAGE_DIR,
+        on_create: OnCreate | None = None,
+    ) -> None:
+        state_dir = Path(state_dir).absolute()
+        missing = [p for p in (state_dir, *state_dir.parents) if not p.exists()]
+        for path in reversed(missing):
+            if on_create is not None:
+                on_create("dir", str(path))
+            path.mkdir(mode=0o711, exist_ok=True)
+        if rootfs.fs_type(str(state_dir)) == rootfs.OVERLAYFS:
+            raise ContainerError(f"state dir {state_dir} is on overlayfs; overlay upper dirs cannot live there")
+        self._cfg = _Config(
+            state_dir=state_dir,
+            image_dir=Path(image_dir).absolute(),
+            on_create=on_create,
+            layout=detect_layout(),
+            nsenter=shutil.which("nsenter"),
+        )
+
+    @property
+    def state_dir(self) -> Path:
+        return self._cfg.state_dir
+
+    @property
+    def cgroup_version(self) -> int:
+        return self._cfg.layout.version
+
+    def create(self, spec: ContainerSpec) -> Container:
+        """Mount the root fs and create the cgroups (with limits); nothing runs yet."""
+        if not isinstance(spec, ContainerSpec):
+            raise SpecError(f"expected a ContainerSpec, got {type(spec).__name__}")
+        cfg = self._cfg
+        paths = ContainerPaths(cfg.state_dir / spec.name)
+        cfg.announce("dir", str(paths.root))
+        try:
+            os.mkdir(paths.root, 0o711)
+        except FileExistsError:
+            raise ContainerError(f"container {spec.name!r} already exists in {cfg.state_dir}") from None
+        cgroup = container_cgroup(cfg.layout, spec.cgroup_parent, spec.name)
+        owner = spec.idmap.outside if spec.idmap is not None else 0
+        state = ContainerState(spec=spec, image="", cgroups=cgroup.paths, mounts=[str(paths.rootfs)],
+                               created_at=time.time())  # fmt: skip
+        container = Container(cfg, state)
+        try:
+            image = images.ensure_image(cfg.image_dir, spec.image, owner)
+            state.image = str(image)
+            for d in (paths.upper, paths.work, paths.rootfs):
+                d.mkdir()
+            hostname = spec.effective_hostname
+            files = {
+                "/etc/hostname": hostname + "\n",
+                "/etc/hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n",
+                **spec.files,
+            }
+            rootfs.prepare_upper(paths.upper, owner, files)
+            save_state(paths.state, state)  # before kernel objects exist: delete() can find them
+            cfg.announce("mount", str(paths.rootfs))
+            rootfs.mount_overlay(image, paths.upper, paths.work, paths.rootfs)
+            cgroup.create(spec.limits, cfg.on_create)
+        except BaseException as exc:
+            try:
+                container.delete()
+            except ContainerError as cleanup:
+                exc.add_note(f"cleanup after the failed create also failed: {cleanup}")
+            if isinstance(exc, (CgroupError, ImageError, ContainerError)):
+                raise
+            if isinstance(exc, OSError):
+                raise ContainerError(f"cannot create container {spec.name!r}: {exc}") from exc
+            raise
+        return container
+
+    def get(self, name: str) -> Container:
+        """The container `name`, re-read from its state dir."""
+        if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
+            raise ContainerError(f"no container named {name!r}")
+        paths = ContainerPaths(self._cfg.state_dir / name)
+        return Container(self._cfg, load_state(paths.state))
+
+    def list(self) -> list[Container]:
+        """Every container with a readable state file, by name."""
+        out = []
+        for entry in sorted(os.scandir(self._cfg.state_dir), key=lambda e: e.name):
+            if entry.is_dir(follow_symlinks=False) and os.path.exists(os.path.join(entry.path, "state.json")):
+                try:
+                    out.append(self.get(entry.name))
+                except ContainerError:
+                    continue
+        return out
+
+
+class Container:
+    """One container. State is shared through state.json, so any process may drive it."""
+
+    def __init__(self, cfg: _Config, state: ContainerState) -> None:
+        self._cfg = cfg
+        self._state = state
+        self._paths = ContainerPaths(cfg.state_dir / state.spec.name)
+        self._cgroup: ContainerCgroup = container_cgroup(cfg.layout, state.spec.cgroup_parent, state.spec.name)
+
+    def __repr__(self) -> str:
+        return f"<Container {self.name} {self._state.status} pid={self._state.pid}>"
+
+    # ---- state ------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._state.spec.name
+
+    @property
+    def spec(self) -> ContainerSpec:
+        return self._state.spec
+
+    @property
+    def state_path(self) -> Path:
+        return self._paths.root
+
+    @property
+    def rootfs(self) -> Path:
+        """The overlay mount point on the host (the container's / before pivot_root)."""
+        return self._paths.rootfs
+
+    @property
+    def log_paths(self) -> tuple[Path, Path]:
+        return self._paths.stdout, self._paths.stderr
+
+    @property
+    def cgroup_paths(self) -> list[str]:
+        return list(self._cgroup.paths)
+
+    @property
+    def pid(self) -> int | None:
+        """Host pid of the container's PID 1 while it runs, else None."""
+        self._refresh()
+        return self._state.pid if self._state.status == "running" else None
+
+    @property
+    def status(self) -> str:
+        """'created', 'running' or 'exited'."""
+        self._refresh()
+        return self._state.status
+
+    @property
+    def exit_code(self) -> int | None:
+        self._refresh()
+        return self._state.exit_code
+
+    @property
+    def oom_killed(self) -> bool:
+        """The memory cgroup recorded an OOM kill."""
+        return self._cgroup.oom_kills() > 0
+
+    def _save(self) -> None:
+        if self._paths.root.is_dir():
+            save_state(self._paths.state, self._state)
+
+    def _reload(self) -> None:
+        try:
+            self._state = load_state(self._paths.state)
+        except ContainerError:
+            pass  # deleted (or never saved): keep what we know
+
+    def _refresh(self, timeout: float | None = 0) -> None:
+        """Reload state from disk; if running, check (or wait up to `timeout`) for the init's exit."""
+        self._reload()
+        st = self._state
+        if st.status != "running" or st.pid is None:
+            return
+        exited, code = wait_exit(st.pid, st.pid_start, timeout)
+        if not exited:
+            return
+        if code is None:
+            code = self._exit_status_file()
+        st.status, st.exit_code = "exited", code
+        self._save()
+
+    def _exit_status_file(self) -> int | None:
+        try:
+            text = self._paths.exit_status.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def _require_running(self, what: str) -> int:
+        self._refresh()
+        if self._state.status != "running" or self._state.pid is None:
+            raise ContainerError(f"cannot {what} container {self.name!r}: it is {self._state.status}")
+        return self._state.pid
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start PID 1 and the main process; return once argv has been exec'd."""
+        self._reload()
+        st, spec = self._state, self._state.spec
+        if st.status != "created":
+            raise ContainerError(f"cannot start container {self.name!r}: it is {st.status}")
+        if not rootfs.is_mounted(str(self._paths.rootfs)):
+            raise ContainerError(f"cannot start container {self.name!r}: its root fs {self._paths.rootfs} is not mounted")
+        launch = Launch(
+            argv=spec.argv,
+            env=container_env(spec),
+            workdir=spec.workdir,
+            hostname=spec.effective_hostname,
+            rootfs=str(self._paths.rootfs),
+            stdout_path=str(self._paths.stdout),
+            stderr_path=str(self._paths.stderr),
+            exit_path=str(self._paths.exit_status),
+            netns=spec.netns,
+            sysctls=spec.sysctls,
+            idmap=spec.idmap,
+        )
+        result = spawn(launch, self._cgroup)
+        if result.pid is not None:
+            st.pid, st.pid_start, st.status = result.pid, proc_start_time(result.pid), "running"
+        else:
+            st.status = "exited"
+        self._save()
+        if result.error is not None:
+            if result.pid is not None:
+                self._refresh(timeout=5.0)
+            raise ContainerError(f"container {self.name!r}: {result.error}")
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the container to exit; its exit code, or None on timeout / never started."""
+        self._refresh(timeout=timeout)
+        return self._state.exit_code
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to PID 1 (which forwards SIGTERM, SIGINT, SIGHUP, ... to the main process)."""
+        pid = self._require_running("signal")
+        if not proc_alive(pid, self._state.pid_start):
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout` s. Returns the exit code."""
+        self._refresh()
+        if self._state.status != "running":
+            return self._state.exit_code
+        self.kill(signal.SIGTERM)
+        self._refresh(timeout=timeout)
+        if self._state.status == "running":
+            self.kill(signal.SIGKILL)
+            self._refresh(timeout=10.0)
+        return self._state.exit_code
+
+    def stats(self) -> dict[str, int]:
+        """memory_bytes, pids, cpu_usage_ns from the container's cgroup."""
+        return self._cgroup.stats()
+
+    def pids(self) -> list[int]:
+        """Host pids of every process in the container's cgroup."""
+        return self._cgroup.pids()
+
+    # ---- exec -------------------------------------------------------------------------------
+
+    def popen(self, argv: Sequence[str], **popen_kwargs: Any) -> ContainerProcess:
+        """Start argv inside every namespace of the container, in its root, workdir and cgroup.
+
+        The child is util-linux nsenter in a new session: .send_signal/.terminate/.kill
+        signal the whole process group."""
+        pid = self._require_running("exec in")
+        if self._cfg.nsenter is None:
+            raise ContainerError("exec needs util-linux nsenter, which is not installed")
+        if isinstance(argv, str) or not argv:
+            raise SpecError(f"argv must be a non-empty sequence of strings, got {argv!r}")
+        extra_env = popen_kwargs.pop("env", None)
+        user_preexec = popen_kwargs.pop("preexec_fn", None)
+        popen_kwargs.pop("start_new_session", None)
+        return ContainerProcess(
+            nsenter_argv(self._cfg.nsenter, pid, list(argv)),
+            env=container_env(self.spec, extra_env),
+            preexec_fn=cgroup_preexec(self._cgroup, user_preexec),
+            start_new_session=True,
+            **popen_kwargs,
+        )
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        timeout: float = 30.0,
+        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult:
+        """Run argv inside the container and collect its output. Timeout -> ContainerError."""
+        started = time.monotonic()
+        proc = self.popen(
+            argv,
+            env=env,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise ContainerError(f"exec {list(argv)!r} in {self.name!r} timed out after {timeout} s") from None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        return ExecResult(proc.returncode, out, err, time.monotonic() - started)
+
+    # ---- delete -----------------------------------------------------------------------------
+
+    def delete(self) -> None:
+        """Kill, reap, remove cgroups, unmount, remove the state dir. Idempotent; one error at the end."""
+        errors: list[str] = []
+        self._reload()
+        st = self._state
+        if st.pid is not None:
+            try:
+                if proc_alive(st.pid, st.pid_start):
+                    os.kill(st.pid, signal.SIGKILL)
+                exited, code = wait_exit(st.pid, st.pid_start, 10.0)
+                if exited and st.status == "running":
+                    st.status = "exited"
+                    st.exit_code = code if code is not None else self._exit_status_file()
+                elif not exited:
+                    errors.append(f"init pid {st.pid} did not exit after SIGKILL")
+            except OSError as exc:
+                errors.append(f"cannot kill init pid {st.pid}: {exc}")
+        try:
+            self._cgroup.kill_all()
+            self._cgroup.remove()
+        except (CgroupError, OSError) as exc:
+            errors.append(str(exc))
+        mounted = False
+        try:
+            rootfs.unmount(str(self._paths.rootfs))
+        except OSError as exc:
+            errors.append(f"cannot unmount {self._paths.rootfs}: {exc}")
+            mounted = rootfs.is_mounted(str(self._paths.rootfs))
+        if mounted:
+            errors.append(f"left {self._paths.root} in place: its root fs is still mounted")
+        else:
+            try:
+                shutil.rmtree(self._paths.root)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    errors.append(f"cannot remove {self._paths.root}: {exc}")
+        if errors:
+            raise ContainerError(f"delete {self.name!r}: " + "; ".join(errors))

@@ -1,0 +1,352 @@
+"""Processes: spawning a container (setup child, PID-1 init, main process), waiting, exec.
+
+    runtime process ──fork──► setup child S (the runtime moves it into the container cgroup meanwhile):
+                                 joins/creates the netns, writes sysctls,
+                                 unshare(USER|MNT|PID|UTS|IPC) in one call (they belong to the userns),
+                                 waits for the runtime to write uid_map/gid_map, binds the rootfs,
+                                 becomes container root, builds /dev, sets the hostname, then
+                                 clone(CLONE_PARENT) ──► init I (PID 1, a child of the runtime
+                                 process so it can be waited for): mounts /proc, pivot_root,
+                                 fork ──► main M: exec(argv) with logs on fd 1/2.
+                              S reports I's pid and exits.
+
+Every stage talks to the runtime over one CLOEXEC report pipe ("U" userns ready, "P pid",
+"E errno text" exec failed, "F text" setup failed); EOF means the main process exec'd.
+Children never return into the caller's code: they os._exit().
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from runtime import namespaces as ns
+from runtime import rootfs
+from runtime.cgroups import ContainerCgroup
+from runtime.errors import ContainerError
+from runtime.spec import IdMap
+from runtime.state import proc_start_time
+
+__all__ = ["Launch", "SpawnResult", "spawn", "wait_exit", "nsenter_argv", "FORWARDED_SIGNALS", "status_to_code"]
+
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+_SPAWN_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything the forked children need: plain data, prepared before fork."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    workdir: str
+    hostname: str
+    rootfs: str
+    stdout_path: str
+    stderr_path: str
+    exit_path: str
+    netns: str | None = None
+    sysctls: Mapping[str, str] = field(default_factory=dict)
+    idmap: IdMap | None = None
+
+
+@dataclass(frozen=True)
+class SpawnResult:
+    """pid of the init (None if it was never created) and the error, if start failed."""
+
+    pid: int | None
+    error: str | None = None
+
+
+def status_to_code(si_code: int, si_status: int) -> int:
+    """Shell-style exit code: the status, or 128+signal."""
+    return si_status if si_code == os.CLD_EXITED else 128 + si_status
+
+
+# ---- runtime side ---------------------------------------------------------------------------
+
+
+class _Reports:
+    """Reads newline-terminated reports from the pipe, with a deadline."""
+
+    def __init__(self, fd: int, deadline: float) -> None:
+        self.fd, self.deadline, self.buf = fd, deadline, b""
+
+    def next(self) -> str | None:
+        """The next report line, or None at EOF."""
+        while b"\n" not in self.buf:
+            left = self.deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                raise TimeoutError("container setup did not report in time")
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line.decode("utf-8", "replace")
+
+
+def _write_file(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def spawn(launch: Launch, cgroup: ContainerCgroup) -> SpawnResult:
+    """Create the container's processes; return once the main process exec'd (or failed)."""
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+    fds = [os.open(launch.stdout_path, flags | os.O_APPEND, 0o644),
+           os.open(launch.stderr_path, flags | os.O_APPEND, 0o644),
+           os.open(launch.exit_path, flags | os.O_TRUNC, 0o644)]  # fmt: skip
+    try:
+        setup_pid = os.fork()
+    except OSError:
+        for fd in (report_r, report_w, go_r, go_w, *fds):
+            os.close(fd)
+        raise
+    if setup_pid == 0:  # pragma: no cover - runs in the child
+        _setup_child(launch, report_w, go_r, fds)
+    for fd in (report_w, go_r, *fds):
+        os.close(fd)
+    init_pid: int | None = None
+    try:
+        # Moving a task between cgroups waits for an RCU grace period (~8 ms here); the setup
+        # child prepares its namespaces meanwhile and forks nothing before we say "go".
+        try:
+            cgroup.join(setup_pid)
+        except OSError as exc:
+            return SpawnResult(None, f"cannot move the container into its cgroup: {exc}")
+        reports = _Reports(report_r, time.monotonic() + _SPAWN_TIMEOUT)
+        while True:
+            line = reports.next()
+            if line is None:
+                if init_pid is None:
+                    return SpawnResult(None, "container setup exited without reporting")
+                return SpawnResult(init_pid)
+            kind, _, rest = line.partition(" ")
+            if kind == "U":
+                if launch.idmap is not None:
+                    _write_file(f"/proc/{setup_pid}/uid_map", launch.idmap.line())
+                    _write_file(f"/proc/{setup_pid}/gid_map", launch.idmap.line())
+                os.write(go_w, b"1")
+            elif kind == "P":
+                init_pid = int(rest)
+                os.waitpid(setup_pid, 0)
+                setup_pid = 0
+            elif kind == "E":
+                errno_, _, text = rest.partition(" ")
+                return SpawnResult(init_pid, f"cannot exec {list(launch.argv)!r}: {text} (errno {errno_})")
+            else:
+                return SpawnResult(init_pid, f"container setup failed: {rest or line}")
+    except (OSError, TimeoutError, ValueError) as exc:
+        return SpawnResult(init_pid, f"container setup failed: {exc}")
+    finally:
+        if setup_pid:
+            try:
+                os.kill(setup_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(setup_pid, 0)
+        os.close(report_r)
+        os.close(go_w)
+
+
+def wait_exit(pid: int, start: int | None, timeout: float | None) -> tuple[bool, int | None]:
+    """Wait up to `timeout` s for process `pid` (started at `start`) to exit.
+
+    Returns (exited, exit code). The code is known only when `pid` is our child (we reap it);
+    otherwise it is None and the caller reads the init's exit_status file.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True, None
+    try:
+        if start is not None and proc_start_time(pid) != start:
+            return True, None  # the pid now names another process
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
+            return False, None
+        try:
+            res = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:
+            return True, None
+        if res is None:  # pragma: no cover - readable pidfd means it exited
+            return True, None
+        return True, status_to_code(res.si_code, res.si_status)
+    finally:
+        os.close(pidfd)
+
+
+def nsenter_argv(nsenter: str, pid: int, argv: Sequence[str]) -> list[str]:
+    """util-linux nsenter into every namespace of `pid`, its root and its working directory."""
+    return [nsenter, f"--target={pid}", "--all", "--root", "--wd", "--", *argv]
+
+
+def cgroup_preexec(cgroup: ContainerCgroup, then: Callable[[], None] | None = None) -> Callable[[], None]:
+    """A preexec_fn that moves the child into the container's cgroup before it execs."""
+
+    def preexec() -> None:
+        cgroup.join(os.getpid())
+        if then is not None:
+            then()
+
+    return preexec
+
+
+# ---- child side (never returns) -------------------------------------------------------------
+
+
+def _report(fd: int, line: str) -> None:
+    try:
+        os.write(fd, (line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def _close_all_but(keep: Sequence[int]) -> None:
+    low = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+def _setup_child(launch: Launch, report_w: int, go_r: int, fds: list[int]) -> None:  # pragma: no cover
+    stage = "signals"
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        try:  # let the OOM killer pick the main process, not init (needs CAP_SYS_RESOURCE)
+            _write_file("/proc/self/oom_score_adj", "-1000")
+        except PermissionError:
+            pass
+        stage = "netns"
+        if launch.netns is not None:
+            ns.join_netns(launch.netns)
+        else:
+            ns.unshare(ns.CLONE_NEWNET)
+            ns.loopback_up()
+        stage = "sysctls"
+        ns.write_net_sysctls(launch.sysctls)
+        stage = "unshare"
+        flags = ns.CLONE_NEWNS | ns.CLONE_NEWPID | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC
+        ns.unshare(flags | (ns.CLONE_NEWUSER if launch.idmap is not None else 0))
+        _report(report_w, "U")  # the runtime writes uid_map/gid_map, and we are in the cgroup
+        if os.read(go_r, 1) != b"1":
+            os._exit(1)  # the runtime went away
+        stage = "rootfs"
+        rootfs.enter_rootfs(launch.rootfs)
+        stage = "credentials"
+        if launch.idmap is not None:
+            os.setresgid(0, 0, 0)
+            os.setgroups([])
+            os.setresuid(0, 0, 0)
+        else:
+            os.setgroups([])
+        stage = "dev"
+        rootfs.setup_dev()
+        stage = "hostname"
+        ns.sethostname(launch.hostname)
+        stage = "clone"
+        pid = ns.clone_parent()
+        if pid == 0:
+            _init(launch, report_w, fds)
+        _report(report_w, f"P {pid}")
+        os._exit(0)
+    except BaseException as exc:  # noqa: BLE001 - report everything, never return into the caller
+        _report(report_w, f"F {stage}: {exc}")
+    os._exit(126)
+
+
+def _init(launch: Launch, report_w: int, fds: list[int]) -> None:  # pragma: no cover
+    """PID 1: finish the root fs, start the main process, forward signals, reap, exit like main."""
+    exit_fd = fds[2]
+    stage = "init"
+    try:
+        _close_all_but([report_w, *fds])
+        stage = "proc"
+        rootfs.mount_proc()
+        rootfs.mask_paths()
+        stage = "pivot_root"
+        rootfs.pivot_into_cwd()
+        stage = "workdir"
+        os.chdir(launch.workdir)
+        main: list[int] = []
+        pending: list[int] = []
+
+        def forward(signum: int, _frame: object) -> None:
+            if main:
+                try:
+                    os.kill(main[0], signum)
+                except ProcessLookupError:
+                    pass
+            else:
+                pending.append(signum)
+
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, forward)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        stage = "fork"
+        pid = os.fork()
+        if pid == 0:
+            _exec_main(launch, report_w, fds)
+        main.append(pid)
+        for signum in pending:
+            os.kill(pid, signum)
+    except BaseException as exc:  # noqa: BLE001
+        _report(report_w, f"F {stage}: {exc}")
+        os._exit(126)
+    os.close(report_w)
+    for fd in fds[:2]:
+        os.close(fd)
+    while True:
+        try:
+            child, status = os.wait()
+        except ChildProcessError:  # cannot happen while main lives
+            code = 255
+            break
+        if child == main[0]:
+            code = os.waitstatus_to_exitcode(status)
+            code = 128 - code if code < 0 else code
+            break
+    try:
+        os.write(exit_fd, f"{code}\n".encode())
+    finally:
+        os._exit(code)
+
+
+def _exec_main(launch: Launch, report_w: int, fds: list[int]) -> None:  # pragma: no cover
+    try:
+        for sig in signal.valid_signals():
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                try:
+                    signal.signal(sig, signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+        os.setsid()
+        try:
+            _write_file("/proc/self/oom_score_adj", "0")
+        except OSError:
+            pass
+        null = os.open("/dev/null", os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(fds[0], 1)
+        os.dup2(fds[1], 2)
+        for fd in {null, *fds} - {0, 1, 2}:
+            os.close(fd)
+        os.execvpe(launch.argv[0], list(launch.argv), dict(launch.env))
+    except OSError as exc:
+        _report(report_w, f"E {exc.errno} {exc.strerror}")
+    except BaseException as exc:  # noqa: BLE001
+        _report(report_w, f"F exec: {exc}")
+    os._exit(127)

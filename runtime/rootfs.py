@@ -1,0 +1,155 @@
+"""Root filesystems: the per-container overlay (host side) and the mount work done inside the
+container's mount namespace (bind the root onto itself, /dev, /proc, pivot_root, masked paths).
+
+The in-container functions use paths relative to the current directory on purpose: once the
+process runs as container root (host uid 100000) it may not traverse the root-only state dir.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from runtime import namespaces as ns
+
+__all__ = [
+    "prepare_upper",
+    "mount_overlay",
+    "unmount",
+    "is_mounted",
+    "fs_type",
+    "enter_rootfs",
+    "setup_dev",
+    "mount_proc",
+    "pivot_into_cwd",
+    "mask_paths",
+    "DEV_NODES",
+]
+
+OVERLAYFS = "overlay"
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+MASKED_FILES = ("proc/kcore", "proc/keys", "proc/timer_list", "proc/sched_debug", "proc/sysrq-trigger")
+READONLY_DIRS = ("proc/sys", "proc/bus", "proc/fs", "proc/irq")
+
+
+def _unescape(field: str) -> str:
+    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def _mounts() -> list[tuple[str, str]]:
+    """(mount point, fs type) of every mount of the caller's mount namespace."""
+    out = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        for line in fh:
+            pre, _, post = line.partition(" - ")
+            out.append((_unescape(pre.split()[4]), post.split()[0]))
+    return out
+
+
+def is_mounted(path: str) -> bool:
+    path = os.path.realpath(path)
+    return any(mp == path for mp, _ in _mounts())
+
+
+def fs_type(path: str) -> str:
+    """File system type holding `path` (longest matching mount point)."""
+    path = os.path.realpath(path)
+    best, kind = "", "unknown"
+    for mp, fstype in _mounts():
+        if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+            best, kind = mp, fstype
+    return kind
+
+
+def prepare_upper(upper: Path, owner: int, files: Mapping[str, str]) -> None:
+    """Fill the overlay upper dir: owned by container root, plus the spec's extra files."""
+    os.chown(upper, owner, owner)
+    os.chmod(upper, 0o755)
+    for inside, text in files.items():
+        target = upper / inside.lstrip("/")
+        parent = upper
+        for part in target.parent.relative_to(upper).parts:
+            parent = parent / part
+            if not parent.is_dir():
+                parent.mkdir(mode=0o755)
+                os.chown(parent, owner, owner)
+        target.write_text(text)
+        os.chown(target, owner, owner)
+        os.chmod(target, 0o644)
+
+
+def mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
+    for p in (upper, work):
+        if fs_type(str(p)) == OVERLAYFS:
+            raise OSError(errno.EINVAL, "overlay upper/work dirs must not be on overlayfs", str(p))
+    data = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    ns.mount("overlay", str(target), "overlay", ns.MS_NODEV, data)
+
+
+def unmount(target: str) -> None:
+    """Unmount `target` if mounted (lazily if busy). Not mounted / missing counts as done."""
+    try:
+        ns.umount2(target)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOENT):
+            return
+        if exc.errno != errno.EBUSY:
+            raise
+        ns.umount2(target, ns.MNT_DETACH)
+
+
+# ---- inside the container's mount namespace -------------------------------------------------
+
+
+def enter_rootfs(rootfs: str) -> None:
+    """Make every mount private, bind `rootfs` onto itself and chdir into the bind.
+
+    Runs while the process still has its host uid (it can traverse the state dir).
+    """
+    ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
+    ns.mount(rootfs, rootfs, None, ns.MS_BIND | ns.MS_REC)
+    os.chdir(rootfs)
+
+
+def setup_dev() -> None:
+    """A tmpfs /dev with bind-mounted host device nodes (mknod is not allowed in a userns),
+    devpts (new instance) and /dev/shm. Relative to the cwd (the new root)."""
+    ns.mount("tmpfs", "dev", "tmpfs", ns.MS_NOSUID | ns.MS_STRICTATIME | ns.MS_NOEXEC, "mode=755,size=65536k")
+    for node in DEV_NODES:
+        target = "dev/" + node
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666))
+        ns.mount("/dev/" + node, target, None, ns.MS_BIND)
+    os.mkdir("dev/pts", 0o755)
+    ns.mount("devpts", "dev/pts", "devpts", ns.MS_NOSUID | ns.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+    os.symlink("pts/ptmx", "dev/ptmx")
+    os.mkdir("dev/shm", 0o1777)
+    ns.mount("shm", "dev/shm", "tmpfs", ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC, "mode=1777,size=65536k")
+    os.mkdir("dev/mqueue", 0o755)
+    ns.mount("mqueue", "dev/mqueue", "mqueue", ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):  # fmt: skip
+        os.symlink(target, "dev/" + name)
+
+
+def mount_proc() -> None:
+    """Mount a new proc at ./proc; the caller must already be inside the new PID namespace."""
+    ns.mount("proc", "proc", "proc", ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
+
+
+def mask_paths() -> None:
+    """Hide host-revealing proc files and make kernel-tunable proc dirs read-only."""
+    for path in MASKED_FILES:
+        if os.path.exists(path):
+            ns.mount("dev/null", path, None, ns.MS_BIND)
+    for path in READONLY_DIRS:
+        if os.path.isdir(path):
+            ns.mount(path, path, None, ns.MS_BIND | ns.MS_REC)
+            ns.mount(None, path, None, ns.MS_BIND | ns.MS_REMOUNT | ns.MS_RDONLY | ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
+
+
+def pivot_into_cwd() -> None:
+    """pivot_root to the cwd (a mount point) and detach the old root."""
+    ns.pivot_root(".", ".")
+    ns.umount2(".", ns.MNT_DETACH)
+    os.chdir("/")

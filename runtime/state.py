@@ -1,0 +1,123 @@
+"""On-disk container state (state_dir/<name>/state.json), so another process can manage it.
+
+Layout of state_dir/<name>/:
+  state.json    this record (atomically replaced)
+  rootfs/       overlay mount point      upper/ work/   overlay dirs
+  stdout.log    stderr.log               main process output
+  exit_status   written by the init just before it exits: the main process's exit code
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import ContainerError, SpecError
+from runtime.spec import ContainerSpec, spec_from_dict, spec_to_dict
+
+__all__ = ["ContainerState", "ContainerPaths", "load_state", "save_state", "proc_start_time", "proc_alive"]
+
+STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class ContainerPaths:
+    """Files and directories of one container's state dir."""
+
+    root: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_FILE
+
+    @property
+    def rootfs(self) -> Path:
+        return self.root / "rootfs"
+
+    @property
+    def upper(self) -> Path:
+        return self.root / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def stdout(self) -> Path:
+        return self.root / "stdout.log"
+
+    @property
+    def stderr(self) -> Path:
+        return self.root / "stderr.log"
+
+    @property
+    def exit_status(self) -> Path:
+        return self.root / "exit_status"
+
+
+@dataclass
+class ContainerState:
+    """What survives the process that created the container."""
+
+    spec: ContainerSpec
+    image: str  # path of the lower dir
+    cgroups: list[str] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)
+    pid: int | None = None
+    pid_start: int | None = None  # /proc/<pid>/stat starttime, to detect pid reuse
+    status: str = "created"
+    exit_code: int | None = None
+    created_at: float = 0.0
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["spec"] = spec_to_dict(self.spec)
+        return json.dumps(data, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ContainerState:
+        data = json.loads(text)
+        data["spec"] = spec_from_dict(data["spec"])
+        return cls(**data)
+
+
+def save_state(path: Path, state: ContainerState) -> None:
+    """Write state.json atomically (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(state.to_json())
+    os.replace(tmp, path)
+
+
+def load_state(path: Path) -> ContainerState:
+    try:
+        return ContainerState.from_json(path.read_text())
+    except FileNotFoundError:
+        raise ContainerError(f"no container state at {path}") from None
+    except (OSError, ValueError, TypeError, KeyError, SpecError) as exc:
+        raise ContainerError(f"unreadable container state {path}: {exc}") from exc
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read().decode("ascii", "replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm may contain spaces and parentheses: split after the last ')'
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def proc_start_time(pid: int) -> int | None:
+    """starttime (clock ticks since boot) of `pid`, None if it does not exist."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[19])
+
+
+def proc_alive(pid: int, start: int | None) -> bool:
+    """True when `pid` is the same process (same start time) and has not exited (not a zombie)."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    return start is None or int(fields[19]) == start
