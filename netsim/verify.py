@@ -8,7 +8,7 @@ Two kinds of checks per step:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .model.addressing import Plan
@@ -72,10 +72,32 @@ class Report:
                 "problems": self.problems, "checks": [c.__dict__ for c in self.checks]}
 
 
-def resolve_endpoint(ref: str, plan: Plan) -> str:
+def resolve_endpoint(ref: str, plan: Plan, sport: int | None = None) -> str:
+    """`NAME[:PORT]` -> `IP[:PORT]`; `NAME:sport` stands for the port the sender used."""
+    if ref.endswith(":sport"):
+        ip = str(plan.address_of(ref.removesuffix(":sport")))
+        return f"{ip}:{sport if sport is not None else '?'}"
     name, port = split_endpoint(ref)
     ip = str(plan.address_of(name))
     return f"{ip}:{port}" if port is not None else ip
+
+
+def _bind(sp: StepPrediction, first: Packet | None) -> StepPrediction:
+    """Fill the ports the model left open (an ephemeral source port, an ICMP echo id) with the
+    one the sender actually used: the model predicts it is kept at every hop."""
+    if first is None or sp.flow.sport is not None:
+        return sp
+    port = first.tuple.sport
+
+    def b(t: TuplePattern) -> TuplePattern:
+        return replace(t, sport=port if t.sport is None else t.sport,
+                       dport=port if t.dport is None else t.dport)
+    return replace(
+        sp, flow=b(sp.flow),
+        forward=tuple(replace(h, tuple=b(h.tuple)) for h in sp.forward),
+        reply=tuple(replace(h, tuple=b(h.tuple)) for h in sp.reply),
+        conntrack=(b(sp.conntrack[0]), b(sp.conntrack[1])) if sp.conntrack else None,
+        values={k: v.replace(":?", f":{port}") for k, v in sp.values.items()})
 
 
 def _same_endpoint(expected: str, observed: str) -> bool:
@@ -185,13 +207,16 @@ def verify(scenario: Scenario, prediction: Prediction, obs: Observation) -> Repo
         st = steps[sp.step]
         rec = obs.steps.get(sp.step)
         pkts = [p for p in obs.packets if _in_window(p, rec)]
+        first = _first_packet(sp, pkts)
+        sp = _bind(sp, first)
         observed = _observed_values(sp, plan, pkts, obs.journeys, rec)
         # the scenario's expectations
         for key in ("reply", "snat", "dnat", "server_sees"):
             want = getattr(st.expect, key)
             if want is None:
                 continue
-            expected = str(want).lower() if key == "reply" else resolve_endpoint(want, plan)
+            expected = str(want).lower() if key == "reply" else \
+                resolve_endpoint(want, plan, first.tuple.sport if first else None)
             got = observed.get(key, "not observed")
             ok = got == expected if key == "reply" else _same_endpoint(expected, got)
             checks.append(Check(sp.step, "expect", key, expected, sp.values.get(key, "?"), got, ok))

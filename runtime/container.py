@@ -45,12 +45,12 @@ class ContainerProcess(subprocess.Popen):  # type: ignore[type-arg]
     direct child is nsenter, which does not forward signals to the process it started."""
 
     def send_signal(self, sig: int) -> None:
+        # Even after nsenter exited, processes it started (and their background children)
+        # may still be in its group; a pid is not reused while it names a live group.
         self.poll()
-        if self.returncode is not None:
-            return
         try:
             os.killpg(self.pid, sig)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
 
 
@@ -362,7 +362,13 @@ class Container:
             out, err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.communicate()
+            try:
+                proc.communicate(timeout=5.0)
+            except subprocess.TimeoutExpired:  # something left the group but holds our pipes
+                for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                    if pipe is not None:
+                        pipe.close()
+                proc.wait()
             raise ContainerError(f"exec {list(argv)!r} in {self.name!r} timed out after {timeout} s") from None
         except BaseException:
             proc.kill()

@@ -21,7 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Real containers on a docker0 bridge with NAPT, traced and verified against a model.")
 trace_app = typer.Typer(no_args_is_help=True, help="Look into saved traces (no root needed).")
 app.add_typer(trace_app, name="trace")
-out = Console()
+# Wide enough for tuples when the output is a file or CI log; the terminal's width otherwise.
+out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -38,7 +39,7 @@ def run(scenario: Path = typer.Argument(..., help="scenario YAML file"),
         json_out: bool = typer.Option(False, "--json", help="print the report as JSON")) -> None:
     """Build the lab, run the steps under the tracer, verify, tear down."""
     from ..experiment import run_scenario
-    from .render import conntrack_table, prediction_table, report_table, verdict_line
+    from .render import conntrack_table, expectations_table, hops_table, verdict_line
     try:
         loaded = load_scenario(scenario)
         say = (lambda m: err.print(f"[cyan]·[/] {escape(m)}", highlight=False)) if json_out else \
@@ -57,9 +58,9 @@ def run(scenario: Path = typer.Argument(..., help="scenario YAML file"),
         print(json.dumps({**r.to_json(), "trace_dir": str(result.trace_dir),
                           "duration_s": round(result.duration_s, 3)}, indent=2))
     else:
-        out.print(prediction_table(result.prediction))
         out.print(conntrack_table(result.observation.conntrack))
-        out.print(report_table(r))
+        out.print(hops_table(r))
+        out.print(expectations_table(r))
         out.print(f"trace saved: {result.trace_dir}  (netsim trace show {result.trace_dir})")
         verdict_line(out, r)
         out.print(f"wall time {result.duration_s:.2f}s")
@@ -110,13 +111,14 @@ def simulate(scenario: Path, json_out: bool = typer.Option(False, "--json")) -> 
 def verify(trace_dir: Path) -> None:
     """Re-verify a saved trace against its scenario's predictions (offline, no root)."""
     from ..experiment import verify_trace
-    from .render import report_table, verdict_line
+    from .render import expectations_table, hops_table, verdict_line
     try:
         report, _ = verify_trace(trace_dir)
     except NetsimError as e:
         _fail(e)
         return
-    out.print(report_table(report))
+    out.print(hops_table(report))
+    out.print(expectations_table(report))
     verdict_line(out, report)
     raise typer.Exit(0 if report.ok else 1)
 

@@ -8,7 +8,8 @@ from ..model.predict import Prediction
 from ..trace.records import ConntrackEvent
 from ..verify import Report
 
-__all__ = ["prediction_table", "conntrack_table", "report_table", "verdict_line"]
+__all__ = ["prediction_table", "conntrack_table", "report_table", "expectations_table", "hops_table",
+           "verdict_line"]
 
 
 def prediction_table(p: Prediction) -> Table:
@@ -26,6 +27,9 @@ def prediction_table(p: Prediction) -> Table:
     return t
 
 
+_PROTO_NAMES = {"1": "icmp", "2": "igmp", "6": "tcp", "17": "udp", "58": "icmpv6"}
+
+
 def _tuple(t: object) -> str:
     return f"{getattr(t, 'src')}:{getattr(t, 'sport')} -> {getattr(t, 'dst')}:{getattr(t, 'dport')}"
 
@@ -38,21 +42,47 @@ def conntrack_table(events: list[ConntrackEvent], title: str = "NAT table transi
     t0 = min((e.ts for e in live), default=0.0)
     for e in live:
         nat = "+".join(k for k, on in (("DNAT", e.dnat), ("SNAT", e.snat)) if on) or "-"
-        t.add_row(f"{e.ts - t0:.3f}", e.kind, e.original.proto, _tuple(e.original), _tuple(e.reply),
+        t.add_row(f"{e.ts - t0:.3f}", e.kind, _PROTO_NAMES.get(e.original.proto, e.original.proto), _tuple(e.original), _tuple(e.reply),
                   nat, e.state or ",".join(e.status), "" if e.timeout is None else str(e.timeout))
     return t
 
 
 def report_table(r: Report, only_expectations: bool = False) -> Table:
+    """Every check: the scenario's expectations, then the model's hops and conntrack entries."""
     t = Table(title="verdict: expectation / model vs observation")
     for col in ("step", "check", "expected", "predicted", "observed", ""):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for c in r.checks:
         if only_expectations and c.kind != "expect":
             continue
         mark = "[green]PASS[/]" if c.ok else "[red]FAIL[/]"
         what = c.what if c.kind == "expect" else f"model: {c.what}"
         t.add_row(c.step, what, c.expected or "-", c.predicted, c.observed, mark)
+    return t
+
+
+def expectations_table(r: Report) -> Table:
+    t = Table(title="expectations (scenario) — expected / predicted by the model / observed")
+    for col in ("step", "expectation", "expected", "predicted", "observed", ""):
+        t.add_column(col, overflow="fold")
+    for c in r.checks:
+        if c.kind == "expect":
+            t.add_row(c.step, c.what, c.expected, c.predicted, c.observed,
+                      "[green]PASS[/]" if c.ok else "[red]FAIL[/]")
+    return t
+
+
+def hops_table(r: Report) -> Table:
+    t = Table(title="model vs kernel — each hop's tuple and the conntrack entry")
+    for col in ("step", "where", "predicted", "observed", ""):
+        t.add_column(col, overflow="fold")
+    last = ""
+    for c in r.checks:
+        if c.kind != "model":
+            continue
+        t.add_row(c.step if c.step != last else "", c.what, c.predicted, c.observed,
+                  "[green]ok[/]" if c.ok else "[red]DIFFERS[/]")
+        last = c.step
     return t
 
 

@@ -190,7 +190,7 @@ def _check_semantics(s: Scenario, path: str, lines: dict[Loc, int]) -> None:
             if ref is None:
                 continue
             try:
-                ename, _ = split_endpoint(ref)
+                ename, _ = split_endpoint(ref.removesuffix(":sport") + (":1" if ref.endswith(":sport") else ""))
             except ValueError as e:
                 fail(("steps", i, "expect", key), str(e))
                 raise

@@ -97,7 +97,7 @@ class TraceWriter:
         data.setdefault("complete", False)
         path = self.dir / MANIFEST
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
         os.replace(tmp, path)
         return path
 

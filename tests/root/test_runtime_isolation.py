@@ -74,13 +74,23 @@ def rt(runtime_dirs: tuple[Path, Path], ledger: list[tuple[str, str]]) -> Runtim
 
 
 @pytest.fixture(autouse=True)
-def host_unchanged() -> Iterator[None]:
-    """Root netns links, host mounts and the netsim cgroup subtree are as before the test."""
-    links, mounts, tree = _root_links(), _host_mounts(), _cgroup_tree()
+def host_unchanged(runtime_dirs: tuple[Path, Path]) -> Iterator[None]:
+    """Root netns links, our mounts and our part of the netsim cgroup subtree are as before.
+
+    Labs of other sessions may run meanwhile, so mounts and cgroups are compared only where
+    this module creates them (its tmp dir, netns rtt-*, cgroups netsim/rtt-*)."""
+    base = str(runtime_dirs[0].parent)
+
+    def ours() -> tuple[set[str], set[str]]:
+        mounts = {m for m in _host_mounts() if m.startswith(base) or m.startswith("/run/netns/rtt-")}
+        return mounts, {d for d in _cgroup_tree() if "/rtt-" in d}
+
+    links, (mounts, tree) = _root_links(), ours()
     yield
     assert _root_links() == links, "root netns links changed"
-    assert _host_mounts() == mounts, "host mounts changed"
-    assert _cgroup_tree() == tree, "cgroups left behind"
+    after_mounts, after_tree = ours()
+    assert after_mounts == mounts, "mounts left behind"
+    assert after_tree == tree, "cgroups left behind"
 
 
 @pytest.fixture
@@ -444,7 +454,7 @@ def test_delete_removes_everything_and_is_idempotent(rt: Runtime, cgroup_parent:
     spec = ContainerSpec(name=f"del-{uuid.uuid4().hex[:8]}", argv=("sleep", "1000"), cgroup_parent=cgroup_parent)
     c = rt.create(spec)
     c.start()
-    sh(c, "sleep 100 & echo started")
+    sh(c, "sleep 100 >/dev/null 2>&1 & echo started")
     root, rootfs, cgroups = c.state_path, str(c.rootfs), c.cgroup_paths
     assert all(os.path.isdir(p) for p in cgroups)
     c.delete()
