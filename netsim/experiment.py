@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,7 +97,12 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
             except Exception as e:  # noqa: BLE001
                 problems.append(f"conntrack: {e}")
         if not keep:
-            lab.down()
+            # a second Ctrl-C must not cut the teardown short
+            old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                lab.down()
+            finally:
+                signal.signal(signal.SIGINT, old)
             say(f"lab {lab.name}: torn down")
         else:
             say(f"lab {lab.name}: kept (netsim down {lab.name})")
@@ -182,7 +188,7 @@ def load_observation(trace_dir: Path) -> Observation:
         problems.append(f"conntrack event socket overflowed {m['conntrack_overflows']} time(s)")
     if not m.get("capture"):
         problems.append("no capture statistics: the capture did not finish")
-    return Observation(packets, build_journeys(packets), r.conntrack_events(), steps,
+    return Observation(packets, build_journeys(packets, tie_order=r.tie_order()), r.conntrack_events(), steps,
                        complete=bool(m.get("complete")), problems=problems)
 
 

@@ -2,24 +2,48 @@
 
 It knows specs, namespaces, cgroups, root filesystems and processes, and nothing about
 scenarios, bridges or NAT (runtime never imports netsim).
+
+    rt = Runtime(Path("/run/netsim/labs/lab1/runtime"), on_create=ledger.record)
+    c = rt.create(ContainerSpec(name="web", argv=("httpd", "-f", "-p", "80"),
+                                netns="/run/netns/lab1-c-web", files={"/www/index.html": "hi"}))
+    c.start(); c.exec(["wget", "-qO-", "http://127.0.0.1/"]); c.stop(); c.delete()
+
+Choices worth knowing (details in each module's docstring):
+- Image ownership under a user namespace: the image is *built* per IdMap `outside` base
+  (busybox-v1-<uid> under image_dir), every file lchown'ed to that uid/gid, so it is owned by
+  root inside. No idmapped mounts (simpler, works on every kernel with overlayfs).
+- Processes: setup child (fork) -> PID-1 init (clone(CLONE_PARENT): a child of the caller, so
+  its exit status is waited for) -> main process. The init is the forked Python interpreter
+  (named "netsim-init" in ps); it reaps, forwards TERM/INT/HUP/QUIT/USR1/USR2 and exits with
+  the main process's code (128+signal if it was killed), which it also writes to the state dir.
+- exec/popen run util-linux `nsenter --all --root --wd` after moving into the container cgroup.
+- Parents of the container cgroup (e.g. netsim/, netsim/lab1/) are announced to on_create
+  when made but never removed by delete(): several containers share them.
+- The shared image cache is not announced to on_create (it belongs to no container).
 """
 from __future__ import annotations
 
 from runtime.container import Container, ContainerProcess, Runtime
-from runtime.errors import CgroupError, ContainerError, ImageError, RuntimeErrorBase, SpecError
+from runtime.errors import (
+    CgroupError,
+    ContainerError,
+    ImageError,
+    RuntimeErrorBase,
+    SpecError,
+)
 from runtime.spec import ContainerSpec, ExecResult, IdMap, Limits
 
 __all__ = [
-    "ContainerSpec",
-    "Limits",
-    "IdMap",
-    "ExecResult",
-    "Runtime",
-    "Container",
-    "ContainerProcess",
-    "RuntimeErrorBase",
-    "ContainerError",
     "CgroupError",
+    "Container",
+    "ContainerError",
+    "ContainerProcess",
+    "ContainerSpec",
+    "ExecResult",
+    "IdMap",
     "ImageError",
+    "Limits",
+    "Runtime",
+    "RuntimeErrorBase",
     "SpecError",
 ]

@@ -11,7 +11,7 @@ import os
 import signal
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -20,12 +20,12 @@ from runtime.spec import Limits
 
 __all__ = [
     "CgroupLayout",
-    "ContainerCgroup",
     "CgroupV1",
     "CgroupV2",
-    "detect_layout",
-    "container_cgroup",
+    "ContainerCgroup",
     "OnCreate",
+    "container_cgroup",
+    "detect_layout",
 ]
 
 OnCreate = Callable[[str, str], None]

@@ -13,13 +13,25 @@ from pathlib import Path
 from typing import Any
 
 from runtime import images, rootfs
-from runtime.cgroups import CgroupLayout, ContainerCgroup, container_cgroup, detect_layout
+from runtime.cgroups import (
+    CgroupLayout,
+    ContainerCgroup,
+    container_cgroup,
+    detect_layout,
+)
 from runtime.errors import CgroupError, ContainerError, ImageError, SpecError
 from runtime.process import Launch, cgroup_preexec, nsenter_argv, spawn, wait_exit
 from runtime.spec import ContainerSpec, ExecResult, container_env
-from runtime.state import ContainerPaths, ContainerState, load_state, proc_alive, proc_start_time, save_state
+from runtime.state import (
+    ContainerPaths,
+    ContainerState,
+    load_state,
+    proc_alive,
+    proc_start_time,
+    save_state,
+)
 
-__all__ = ["Runtime", "Container", "ContainerProcess", "OnCreate"]
+__all__ = ["Container", "ContainerProcess", "OnCreate", "Runtime"]
 
 OnCreate = Callable[[str, str], None]
 DEFAULT_IMAGE_DIR = Path("/var/lib/netsim/images")
@@ -344,7 +356,7 @@ class Container:
         self,
         argv: Sequence[str],
         timeout: float = 30.0,
-        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        input: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> ExecResult:
         """Run argv inside the container and collect its output. Timeout -> ContainerError."""

@@ -1,7 +1,7 @@
 """Errors of the container runtime (runtime never imports netsim)."""
 from __future__ import annotations
 
-__all__ = ["RuntimeErrorBase", "SpecError", "ContainerError", "CgroupError", "ImageError"]
+__all__ = ["CgroupError", "ContainerError", "ImageError", "RuntimeErrorBase", "SpecError"]
 
 
 class RuntimeErrorBase(Exception):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from runtime.errors import ImageError
 
-__all__ = ["ensure_image", "image_path", "BUSYBOX"]
+__all__ = ["BUSYBOX", "ensure_image", "image_path"]
 
 BUSYBOX = "/bin/busybox"
 _FORMAT = "v1"  # bump when the image layout changes

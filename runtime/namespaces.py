@@ -15,33 +15,34 @@ from collections.abc import Mapping
 from typing import Final
 
 __all__ = [
-    "CLONE_NEWNS",
-    "CLONE_NEWUTS",
-    "CLONE_NEWIPC",
-    "CLONE_NEWUSER",
-    "CLONE_NEWPID",
-    "CLONE_NEWNET",
     "CLONE_NEWCGROUP",
+    "CLONE_NEWIPC",
+    "CLONE_NEWNET",
+    "CLONE_NEWNS",
+    "CLONE_NEWPID",
+    "CLONE_NEWUSER",
+    "CLONE_NEWUTS",
     "CLONE_PARENT",
-    "MS_RDONLY",
-    "MS_NOSUID",
+    "MNT_DETACH",
+    "MS_BIND",
     "MS_NODEV",
     "MS_NOEXEC",
-    "MS_REMOUNT",
-    "MS_BIND",
-    "MS_REC",
+    "MS_NOSUID",
     "MS_PRIVATE",
+    "MS_RDONLY",
+    "MS_REC",
+    "MS_REMOUNT",
     "MS_STRICTATIME",
-    "MNT_DETACH",
-    "unshare",
-    "setns",
-    "join_netns",
-    "mount",
-    "umount2",
-    "pivot_root",
-    "sethostname",
     "clone_parent",
+    "join_netns",
     "loopback_up",
+    "mount",
+    "pivot_root",
+    "set_cmdline",
+    "sethostname",
+    "setns",
+    "umount2",
+    "unshare",
     "write_net_sysctls",
 ]
 
@@ -89,6 +90,8 @@ _umount2 = _LIBC.umount2
 _umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _sethostname = _LIBC.sethostname
 _sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_prctl = _LIBC.prctl
+_PR_SET_NAME: Final = 15
 _syscall = _LIBC.syscall
 _syscall.restype = ctypes.c_long
 _syscall_gil = _LIBC_GIL.syscall
@@ -183,3 +186,16 @@ def write_net_sysctls(sysctls: Mapping[str, str]) -> None:
             os.write(fd, value.encode())
         finally:
             os.close(fd)
+
+
+def set_cmdline(title: str) -> None:
+    """Overwrite the calling process's argv area, so ps shows `title` (like setproctitle)."""
+    with open("/proc/self/stat", "rb") as fh:
+        fields = fh.read().rsplit(b")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (stat fields 48, 49)
+    size = end - start
+    if size <= 0:
+        return
+    raw = title.encode()[: size - 1]
+    ctypes.memmove(start, raw + b"\0" * (size - len(raw)), size)
+    _prctl(_PR_SET_NAME, ctypes.c_char_p(title.encode()[:15]), 0, 0, 0)  # comm, too

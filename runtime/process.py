@@ -16,10 +16,10 @@ Children never return into the caller's code: they os._exit().
 """
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 from runtime import namespaces as ns
 from runtime import rootfs
 from runtime.cgroups import ContainerCgroup
-from runtime.errors import ContainerError
-from runtime.spec import IdMap
+from runtime.spec import DEFAULT_PATH, IdMap
 from runtime.state import proc_start_time
 
-__all__ = ["Launch", "SpawnResult", "spawn", "wait_exit", "nsenter_argv", "FORWARDED_SIGNALS", "status_to_code"]
+__all__ = ["FORWARDED_SIGNALS", "INIT_TITLE", "Launch", "SpawnResult", "nsenter_argv", "spawn", "status_to_code", "wait_exit"]
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _SPAWN_TIMEOUT = 30.0
+INIT_TITLE = "netsim-init"
 
 
 @dataclass(frozen=True)
@@ -274,6 +274,7 @@ def _init(launch: Launch, report_w: int, fds: list[int]) -> None:  # pragma: no 
     stage = "init"
     try:
         _close_all_but([report_w, *fds])
+        ns.set_cmdline(INIT_TITLE)  # ps in the container shows this, not the runtime's argv
         stage = "proc"
         rootfs.mount_proc()
         rootfs.mask_paths()
@@ -296,17 +297,19 @@ def _init(launch: Launch, report_w: int, fds: list[int]) -> None:  # pragma: no 
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, forward)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        stage = "fork"
-        pid = os.fork()
-        if pid == 0:
-            _exec_main(launch, report_w, fds)
+        stage = "exec"
+        try:
+            pid = _spawn_main(launch, fds)
+        except OSError as exc:
+            _report(report_w, f"E {exc.errno} {exc.strerror}")
+            os._exit(127)
         main.append(pid)
         for signum in pending:
             os.kill(pid, signum)
     except BaseException as exc:  # noqa: BLE001
         _report(report_w, f"F {stage}: {exc}")
         os._exit(126)
-    os.close(report_w)
+    os.close(report_w)  # the runtime sees EOF: argv has been exec'd
     for fd in fds[:2]:
         os.close(fd)
     while True:
@@ -325,28 +328,36 @@ def _init(launch: Launch, report_w: int, fds: list[int]) -> None:  # pragma: no 
         os._exit(code)
 
 
-def _exec_main(launch: Launch, report_w: int, fds: list[int]) -> None:  # pragma: no cover
-    try:
-        for sig in signal.valid_signals():
-            if sig not in (signal.SIGKILL, signal.SIGSTOP):
-                try:
-                    signal.signal(sig, signal.SIG_DFL)
-                except (OSError, ValueError):
-                    pass
-        os.setsid()
-        try:
-            _write_file("/proc/self/oom_score_adj", "0")
-        except OSError:
-            pass
-        null = os.open("/dev/null", os.O_RDWR)
-        os.dup2(null, 0)
-        os.dup2(fds[0], 1)
-        os.dup2(fds[1], 2)
-        for fd in {null, *fds} - {0, 1, 2}:
-            os.close(fd)
-        os.execvpe(launch.argv[0], list(launch.argv), dict(launch.env))
-    except OSError as exc:
-        _report(report_w, f"E {exc.errno} {exc.strerror}")
-    except BaseException as exc:  # noqa: BLE001
-        _report(report_w, f"F exec: {exc}")
-    os._exit(127)
+def _resolve(argv0: str, path: str) -> str:
+    """execvp's PATH search, against the container's PATH (posix_spawnp would use ours)."""
+    if "/" in argv0:
+        return argv0
+    for directory in path.split(":"):
+        candidate = os.path.join(directory or ".", argv0)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv0)
+
+
+def _spawn_main(launch: Launch, fds: list[int]) -> int:  # pragma: no cover
+    """posix_spawn (vfork: no copy of this interpreter) the main process, in its own session,
+    signals at their defaults, stdin /dev/null and stdout/stderr on the log files."""
+    path = _resolve(launch.argv[0], launch.env.get("PATH", DEFAULT_PATH))
+    pid = os.posix_spawn(
+        path,
+        list(launch.argv),
+        dict(launch.env),
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, fds[0], 1),
+            (os.POSIX_SPAWN_DUP2, fds[1], 2),
+        ],
+        setsid=True,
+        setsigmask=(),
+        setsigdef=signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP},
+    )
+    with open("/proc/self/oom_score_adj", "rb") as fh:
+        lowered = fh.read().strip() != b"0"
+    if lowered:  # init is shielded from the OOM killer; the main process must not be
+        _write_file(f"/proc/{pid}/oom_score_adj", "0")
+    return pid

@@ -10,15 +10,15 @@ from typing import Any
 from runtime.errors import SpecError
 
 __all__ = [
-    "Limits",
-    "IdMap",
-    "ContainerSpec",
-    "ExecResult",
     "DEFAULT_PATH",
     "SUPPORTED_IMAGES",
+    "ContainerSpec",
+    "ExecResult",
+    "IdMap",
+    "Limits",
     "container_env",
-    "spec_to_dict",
     "spec_from_dict",
+    "spec_to_dict",
 ]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -17,7 +17,7 @@ from typing import Any
 from runtime.errors import ContainerError, SpecError
 from runtime.spec import ContainerSpec, spec_from_dict, spec_to_dict
 
-__all__ = ["ContainerState", "ContainerPaths", "load_state", "save_state", "proc_start_time", "proc_alive"]
+__all__ = ["ContainerPaths", "ContainerState", "load_state", "proc_alive", "proc_start_time", "save_state"]
 
 STATE_FILE = "state.json"
 

@@ -6,6 +6,7 @@ or usage; 3 the environment cannot run it (not root, missing tool).
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -40,6 +41,10 @@ def run(scenario: Path = typer.Argument(..., help="scenario YAML file"),
     """Build the lab, run the steps under the tracer, verify, tear down."""
     from ..experiment import run_scenario
     from .render import conntrack_table, expectations_table, hops_table, verdict_line
+
+    def _terminate(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM tears the lab down like Ctrl-C
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         loaded = load_scenario(scenario)
         say = (lambda m: err.print(f"[cyan]·[/] {escape(m)}", highlight=False)) if json_out else \

@@ -6,14 +6,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pyroute2 import netns as _netns
-
 from ..errors import LabError
 
 __all__ = ["NETNS_DIR", "netns_path", "create", "remove", "exists", "write_sysctls"]
 
 NETNS_DIR = Path("/run/netns")
 _CLONE_NEWNET = 0x40000000
+_MS_BIND, _MS_REC, _MS_SHARED, _MNT_DETACH = 4096, 16384, 1 << 20, 2
 
 
 def netns_path(name: str) -> str:
@@ -24,24 +23,68 @@ def exists(name: str) -> bool:
     return (NETNS_DIR / name).exists()
 
 
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _shared_netns_dir(libc: ctypes.CDLL) -> None:
+    """/run/netns must be a shared mount so bind mounts made there show in every mount
+    namespace (what `ip netns add` does): make it shared, binding it onto itself first if it is
+    not a mount point yet."""
+    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    d = str(NETNS_DIR).encode()
+    if libc.mount(b"none", d, None, _MS_SHARED | _MS_REC, None) == 0:
+        return
+    if libc.mount(d, d, b"none", _MS_BIND | _MS_REC, None) != 0:
+        raise LabError(f"cannot bind-mount {NETNS_DIR}: {os.strerror(ctypes.get_errno())}")
+    if libc.mount(b"none", d, None, _MS_SHARED | _MS_REC, None) != 0:
+        raise LabError(f"cannot make {NETNS_DIR} shared: {os.strerror(ctypes.get_errno())}")
+
+
 def create(name: str) -> None:
+    """A new network namespace bind-mounted at /run/netns/NAME (a forked child unshares and
+    the mount keeps the namespace alive after it exits)."""
     if exists(name):
         raise LabError(f"network namespace {name} already exists: is a lab of the same name "
                        "running? (`netsim ps`, `netsim down LAB`)")
-    try:
-        _netns.create(name)
-    except OSError as e:
-        raise LabError(f"cannot create network namespace {name}: {e}") from None
+    libc = _libc()
+    _shared_netns_dir(libc)
+    target = NETNS_DIR / name
+    fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
+    os.close(fd)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: new netns, bind it to the file, report
+        os.close(r)
+        msg = b""
+        if libc.unshare(_CLONE_NEWNET) != 0:
+            msg = f"unshare: {os.strerror(ctypes.get_errno())}".encode()
+        elif libc.mount(b"/proc/self/ns/net", str(target).encode(), b"none", _MS_BIND, None) != 0:
+            msg = f"bind mount: {os.strerror(ctypes.get_errno())}".encode()
+        os.write(w, msg)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        err = f.read().decode()
+    os.waitpid(pid, 0)
+    if err:
+        target.unlink(missing_ok=True)
+        raise LabError(f"cannot create network namespace {name}: {err}")
 
 
 def remove(name: str) -> None:
     """Idempotent: a namespace that is already gone counts as removed."""
-    if not exists(name):
+    target = NETNS_DIR / name
+    if not target.exists():
         return
+    if _libc().umount2(str(target).encode(), _MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (22, 2):  # EINVAL: not mounted (a torn create); ENOENT: gone
+            raise LabError(f"cannot unmount network namespace {name}: {os.strerror(err)}")
     try:
-        _netns.remove(name)
+        target.unlink()
     except FileNotFoundError:
-        return
+        pass
     except OSError as e:
         raise LabError(f"cannot remove network namespace {name}: {e}") from None
 

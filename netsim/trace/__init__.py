@@ -8,22 +8,58 @@ from __future__ import annotations
 
 from netsim.trace.capture import Capture, stop_captures
 from netsim.trace.conntrack import ConntrackWatcher, dump_table, parse_event_line
-from netsim.trace.decode import DecodeStats, decode_pcap, read_pcap, scapy_packets, to_scapy
+from netsim.trace.decode import (
+    DecodeStats,
+    decode_pcap,
+    read_pcap,
+    scapy_packets,
+    to_scapy,
+)
 from netsim.trace.journeys import build_journeys, match_key
 from netsim.trace.nat_table import (
-    NatTransition, bindings_from_conntrack, bindings_from_journeys, cross_check, transitions,
+    NatTransition,
+    bindings_from_conntrack,
+    bindings_from_journeys,
+    cross_check,
+    transitions,
 )
 from netsim.trace.records import (
-    CaptureStats, ConntrackEvent, FiveTuple, Hop, Journey, NatBinding, Packet,
+    CaptureStats,
+    ConntrackEvent,
+    FiveTuple,
+    Hop,
+    Journey,
+    NatBinding,
+    Packet,
 )
 from netsim.trace.store import FORMAT_VERSION, TraceReader, TraceWriter
 
 __all__ = [
-    "Capture", "stop_captures", "ConntrackWatcher", "dump_table", "parse_event_line",
-    "DecodeStats", "decode_pcap", "read_pcap", "scapy_packets", "to_scapy",
-    "build_journeys", "match_key",
-    "NatTransition", "bindings_from_conntrack", "bindings_from_journeys", "cross_check",
+    "FORMAT_VERSION",
+    "Capture",
+    "CaptureStats",
+    "ConntrackEvent",
+    "ConntrackWatcher",
+    "DecodeStats",
+    "FiveTuple",
+    "Hop",
+    "Journey",
+    "NatBinding",
+    "NatTransition",
+    "Packet",
+    "TraceReader",
+    "TraceWriter",
+    "bindings_from_conntrack",
+    "bindings_from_journeys",
+    "build_journeys",
+    "cross_check",
+    "decode_pcap",
+    "dump_table",
+    "match_key",
+    "parse_event_line",
+    "read_pcap",
+    "scapy_packets",
+    "stop_captures",
+    "to_scapy",
     "transitions",
-    "CaptureStats", "ConntrackEvent", "FiveTuple", "Hop", "Journey", "NatBinding", "Packet",
-    "FORMAT_VERSION", "TraceReader", "TraceWriter",
 ]

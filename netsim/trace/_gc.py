@@ -7,8 +7,8 @@ collector's generation-2 passes over them cost as much as the work itself (measu
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 __all__ = ["gc_paused"]
 

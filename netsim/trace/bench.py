@@ -17,14 +17,19 @@ from netsim.trace.capture import Capture, stop_captures
 from netsim.trace.decode import read_pcap
 from netsim.trace.testbed import Testbed
 
-__all__ = ["analysis_rate", "capture_burst", "compare_with_tcpdump_defaults", "BurstResult",
-           "BURST_PORT"]
+__all__ = [
+    "BURST_PORT",
+    "BurstResult",
+    "analysis_rate",
+    "capture_burst",
+    "compare_with_tcpdump_defaults",
+]
 
 BURST_PORT = 9999
 
 _SENDER = r"""
 import socket, sys, time
-count, size, dst = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+count, size, dst, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
 payload = b"x" * size
@@ -33,7 +38,7 @@ t0 = time.perf_counter()
 for _ in range(count):
     while True:
         try:
-            s.sendto(payload, (dst, %d))
+            s.sendto(payload, (dst, port))
             sent += 1
             break
         except BlockingIOError:
@@ -43,7 +48,7 @@ for _ in range(count):
                 raise
             time.sleep(0.0001)
 print(sent, time.perf_counter() - t0)
-""" % BURST_PORT
+"""
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ def capture_burst(count: int = 100_000, size: int = 16, buffer_kib: int = 32768,
         for cap in captures:
             cap.start()
         try:
-            line = bed.python(snd, _SENDER, str(count), str(size), "198.51.100.10",
+            line = bed.python(snd, _SENDER, str(count), str(size), "198.51.100.10", str(BURST_PORT),
                               timeout=300).split()
         finally:
             stats = stop_captures(captures)

@@ -18,16 +18,23 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Sequence
+from typing import Self
 
 from netsim.errors import CommandError, EnvironmentProblem, TraceError
 from netsim.trace.records import CaptureStats
 
-__all__ = ["Capture", "tcpdump_argv", "parse_tcpdump_stats", "require_tools",
-           "RING_BLOCK_TIMEOUT_S", "stop_captures"]
+__all__ = [
+    "RING_BLOCK_TIMEOUT_S",
+    "Capture",
+    "parse_tcpdump_stats",
+    "require_tools",
+    "stop_captures",
+    "tcpdump_argv",
+]
 
 # tcpdump opens libpcap with a 1000 ms timeout, which becomes the TPACKET_V3 block retire
 # timeout: a partly filled ring block reaches tcpdump only when it fills or that timer fires.
@@ -38,10 +45,10 @@ __all__ = ["Capture", "tcpdump_argv", "parse_tcpdump_stats", "require_tools",
 RING_BLOCK_TIMEOUT_S = 1.0
 
 _STAT_PATTERNS = {
-    "kept": re.compile(r"^(\d+) packets? captured", re.M),
-    "received": re.compile(r"^(\d+) packets? received by filter", re.M),
-    "kernel_drops": re.compile(r"^(\d+) packets? dropped by kernel", re.M),
-    "if_drops": re.compile(r"^(\d+) packets? dropped by interface", re.M),
+    "kept": re.compile(r"^(\d+) packets? captured", re.MULTILINE),
+    "received": re.compile(r"^(\d+) packets? received by filter", re.MULTILINE),
+    "kernel_drops": re.compile(r"^(\d+) packets? dropped by kernel", re.MULTILINE),
+    "if_drops": re.compile(r"^(\d+) packets? dropped by interface", re.MULTILINE),
 }
 
 
@@ -240,7 +247,7 @@ class Capture:
                 run.proc.stderr.close()
         self._running = []
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -251,7 +258,7 @@ class Capture:
         if exc_type is not None:
             try:
                 self.stop()
-            except Exception:
+            except (TraceError, OSError):
                 self._terminate_all()
             return
         self.stop()

@@ -17,17 +17,26 @@ import re
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Self
 
 from netsim.errors import CommandError, TraceError
 from netsim.trace.capture import require_tools
 from netsim.trace.records import ConntrackEvent, FiveTuple
 
-__all__ = ["parse_event_line", "parse_lines", "ConntrackWatcher", "dump_table",
-           "enable_events", "ENOBUFS_MARKER"]
+__all__ = [
+    "ENOBUFS_MARKER",
+    "SUBSCRIBED_MARKER",
+    "ConntrackWatcher",
+    "dump_table",
+    "enable_events",
+    "parse_event_line",
+    "parse_lines",
+]
 
 ENOBUFS_MARKER = "ENOBUFS"
+SUBSCRIBED_MARKER = "buffer size has been set"
 _KINDS = {"[NEW]": "NEW", "[UPDATE]": "UPDATE", "[DESTROY]": "DESTROY"}
 _TS = re.compile(r"^\s*\[(\d+)\.(\d+)\]\s*")
 _BRACKETED_TIME = re.compile(r"\[(?:start|stop)=[^\]]*\]")
@@ -131,7 +140,7 @@ def enable_events(netns_path: str, timestamps: bool = True) -> None:
     if timestamps:
         settings.append("net.netfilter.nf_conntrack_timestamp=1")
     argv = [tools["nsenter"], f"--net={netns_path}", tools["sysctl"], "-q", "-w", *settings]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
     if proc.returncode != 0:
         raise CommandError(argv, proc.returncode,
                            proc.stderr + "\n(is the nf_conntrack module loaded? modprobe nf_conntrack)")
@@ -143,7 +152,8 @@ def dump_table(netns_path: str, timeout: float = 10.0) -> list[ConntrackEvent]:
     argv = [tools["nsenter"], f"--net={netns_path}", tools["conntrack"], "-L", "-o", "extended,id"]
     now = time.time()
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              check=False)
     except subprocess.TimeoutExpired as exc:
         raise CommandError(argv, None, f"timed out after {timeout} s") from exc
     if proc.returncode != 0:
@@ -170,8 +180,13 @@ class ConntrackWatcher:
         self._threads: list[threading.Thread] = []
         self._out = _Reader()
 
-    def start(self, settle: float = 0.2) -> None:
-        """Start ``conntrack -E``; returns once it is subscribed (or raise with its stderr)."""
+    def start(self, timeout: float = 5.0) -> None:
+        """Start ``conntrack -E``; returns once it is subscribed (or raise with its stderr).
+
+        conntrack joins the event groups when it opens its netlink socket and only then sets
+        the buffer size, printing ``NOTICE: Netlink socket buffer size has been set to N``:
+        that line on stderr is the sign it is listening.
+        """
         if self._proc is not None:
             raise TraceError("ConntrackWatcher already started")
         tools = require_tools("nsenter", "conntrack")
@@ -190,14 +205,17 @@ class ConntrackWatcher:
         ]
         for t in self._threads:
             t.start()
-        # conntrack prints nothing when it has subscribed; give it a moment, then make sure
-        # it did not die (bad option, no permission, no nf_conntrack_netlink).
-        deadline = time.monotonic() + settle
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            if self._proc.poll() is not None or any(
+                    SUBSCRIBED_MARKER in line for line in self._out.errors):
                 break
-            time.sleep(0.02)
-        if self._proc.poll() is not None:
+            time.sleep(0.005)
+        if self._proc.poll() is not None or not any(
+                SUBSCRIBED_MARKER in line for line in self._out.errors):
+            if self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait()
             for t in self._threads:
                 t.join(1.0)
             rc = self._proc.returncode
@@ -234,7 +252,7 @@ class ConntrackWatcher:
         """conntrack's stdout lines as received (for fixtures and debugging)."""
         return list(self._out.lines)
 
-    def __enter__(self) -> "ConntrackWatcher":
+    def __enter__(self) -> Self:
         self.start()
         return self
 

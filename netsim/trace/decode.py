@@ -24,17 +24,27 @@ from __future__ import annotations
 import socket
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from netsim.errors import TraceError
 from netsim.trace._gc import gc_paused
 from netsim.trace.records import FiveTuple, Packet
 
-__all__ = ["DecodeStats", "decode_pcap", "read_pcap", "read_records", "to_scapy",
-           "scapy_packets", "TCP_FLAG_ORDER", "LINKTYPE_ETHERNET", "LINKTYPE_LINUX_SLL",
-           "LINKTYPE_LINUX_SLL2"]
+__all__ = [
+    "LINKTYPE_ETHERNET",
+    "LINKTYPE_LINUX_SLL",
+    "LINKTYPE_LINUX_SLL2",
+    "TCP_FLAG_ORDER",
+    "DecodeStats",
+    "decode_pcap",
+    "read_pcap",
+    "read_records",
+    "scapy_packets",
+    "to_scapy",
+]
 
 TCP_FLAG_ORDER = "FSRPAUEC"
 LINKTYPE_ETHERNET = 1
@@ -167,20 +177,25 @@ def _idb_tsresol(data: bytes, off: int, end: int, endian: str) -> tuple[int, int
     return units, offset_s
 
 
-def decode_pcap(path: Path, iface: str) -> tuple[list[Packet], DecodeStats]:
+def decode_pcap(path: Path, iface: str,
+                tuples: dict[object, FiveTuple] | None = None) -> tuple[list[Packet], DecodeStats]:
     """Decode every IPv4 packet of a capture file; also say what was skipped and why.
 
     The loop works on offsets into the file's bytes and caches the 5-tuple per raw
     address/port bytes and the MAC strings per raw header.  The cyclic garbage collector is
     paused meanwhile: the records hold no cycles, and its passes over hundreds of thousands of
     fresh objects otherwise cost as much as the decoding itself.
+
+    ``tuples`` (optional, shared between the files of one trace) interns equal 5-tuples as one
+    object, which makes comparing appearances on different interfaces cheaper later.
     """
     data = _read_bytes(path)
     with gc_paused():
-        return _decode(path, data, iface)
+        return _decode(path, data, iface, {} if tuples is None else tuples)
 
 
-def _decode(path: Path, data: bytes, iface: str) -> tuple[list[Packet], DecodeStats]:
+def _decode(path: Path, data: bytes, iface: str,
+            interned: dict[object, FiveTuple]) -> tuple[list[Packet], DecodeStats]:
     packets: list[Packet] = []
     append = packets.append
     ntoa = socket.inet_ntoa
@@ -217,15 +232,14 @@ def _decode(path: Path, data: bytes, iface: str) -> tuple[list[Packet], DecodeSt
                     macs = mac_cache[raw] = (raw[6:12].hex(":"), raw[0:6].hex(":"))
                 l4 = o + 34
                 end = o + 14 + total_len
-                if end > fend:
-                    end = fend
+                end = min(end, fend)
                 cache = fast_caches[proto]
                 ft = cache.get(addr_ports)
                 if ft is None:
                     sport, dport = unpack_ports(addr_ports, 8)
-                    ft = cache[addr_ports] = FiveTuple(
-                        proto_names[proto], ntoa(addr_ports[0:4]), sport,
-                        ntoa(addr_ports[4:8]), dport)
+                    ft = FiveTuple(proto_names[proto], ntoa(addr_ports[0:4]), sport,
+                                   ntoa(addr_ports[4:8]), dport)
+                    ft = cache[addr_ports] = interned.setdefault(ft, ft)
                 if proto == 6 and end >= l4 + 14:
                     seq, ack, doff, fl = unpack_tcp(data, l4)
                     flags = flag_text[fl]
@@ -290,8 +304,7 @@ def _decode(path: Path, data: bytes, iface: str) -> tuple[list[Packet], DecodeSt
         total_len, ip_id, frag, ttl, proto = unpack_ip(data, l3)
         l4 = l3 + (vihl & 0x0F) * 4
         end = l3 + total_len
-        if end > fend:
-            end = fend
+        end = min(end, fend)
         flags = ""
         seq = ack = 0
         icmp_type = -1
@@ -318,8 +331,9 @@ def _decode(path: Path, data: bytes, iface: str) -> tuple[list[Packet], DecodeSt
         if ft is None:
             raw = key[1]
             sport, dport = unpack_ports(raw, 8)
-            ft = tuple_cache[key] = FiveTuple(proto_names.get(proto) or str(proto),
-                                              ntoa(raw[0:4]), sport, ntoa(raw[4:8]), dport)
+            ft = FiveTuple(proto_names.get(proto) or str(proto), ntoa(raw[0:4]), sport,
+                           ntoa(raw[4:8]), dport)
+            ft = tuple_cache[key] = interned.setdefault(ft, ft)
         # Packet is a frozen dataclass: filling its __dict__ directly is several times faster
         # than its generated __init__ (one object.__setattr__ per field), same object.
         pkt = new_packet(Packet)

@@ -37,13 +37,20 @@ hop to ``(before, after)``, e.g. ``{"src": ("172.17.0.2", "203.0.113.2")}``.
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from netsim.trace._gc import gc_paused
 from netsim.trace.records import Hop, Journey, Packet
 
-__all__ = ["build_journeys", "match_key", "default_tie_order", "CHANGE_FIELDS", "MAX_TTL_DROP",
-           "ICMP_ERROR_TYPES", "ROLE_RANK"]
+__all__ = [
+    "CHANGE_FIELDS",
+    "ICMP_ERROR_TYPES",
+    "MAX_TTL_DROP",
+    "ROLE_RANK",
+    "build_journeys",
+    "default_tie_order",
+    "match_key",
+]
 
 CHANGE_FIELDS = ("src", "sport", "dst", "dport", "ttl")
 MAX_TTL_DROP = 4
@@ -67,7 +74,7 @@ def match_key(p: Packet) -> tuple[object, ...]:
 class _Open:
     """A journey being built."""
 
-    __slots__ = ("hops", "ifaces", "last", "last_ns", "first_ns")
+    __slots__ = ("first_ns", "hops", "ifaces", "last", "last_ns")
 
     def __init__(self, p: Packet, ns: int) -> None:
         self.hops = [p]
@@ -87,7 +94,7 @@ class _Open:
 class _Group:
     """Open journeys of one match key: per interface, those not yet seen there."""
 
-    __slots__ = ("waiting", "seen_on", "max_ttl")
+    __slots__ = ("max_ttl", "seen_on", "waiting")
 
     def __init__(self) -> None:
         self.waiting: dict[str, deque[_Open]] = {}
@@ -134,7 +141,7 @@ def _build(items: list[Packet], window_s: float,
     ranked = list(tie_order) if tie_order is not None else default_tie_order(ifaces)
     rank = {name: n for n, name in enumerate(ranked)}
     unknown = len(rank)
-    ns_of = [p.ts_ns or int(round(p.ts * 1e9)) for p in items]
+    ns_of = [p.ts_ns or round(p.ts * 1e9) for p in items]
     keys = [(ns_of[i], -p.ttl, rank.get(p.iface, unknown), i) for i, p in enumerate(items)]
     keys.sort()
     window_ns = int(window_s * 1e9)
@@ -147,7 +154,19 @@ def _build(items: list[Packet], window_s: float,
         if g is None:
             g = groups[key] = _Group()
         iface = p.iface
-        chosen = _pick_waiting(g, p, ns, window_ns)
+        chosen = None
+        q = g.waiting.get(iface)
+        if q:
+            # fast path: the oldest journey waiting for this interface, with the same tuple
+            j = q[0]
+            if iface not in j.ifaces and ns - j.last_ns <= window_ns:
+                last = j.last
+                if 0 <= last.ttl - p.ttl <= MAX_TTL_DROP and (
+                        last.tuple is p.tuple or last.tuple == p.tuple):
+                    q.popleft()
+                    chosen = j
+            if chosen is None:
+                chosen = _pick_waiting(g, p, ns, window_ns)
         if chosen is None and g.max_ttl.get(iface, -1) > p.ttl:
             chosen = _pick_revisit(g, p, ns, window_ns)
         if chosen is None:

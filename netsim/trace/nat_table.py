@@ -17,13 +17,20 @@ into the same rows.  :func:`cross_check` compares the two derivations.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
 
 from netsim.trace.records import ConntrackEvent, FiveTuple, Journey, NatBinding
 
-__all__ = ["bindings_from_conntrack", "bindings_from_journeys", "bindings_for_entry",
-           "cross_check", "transitions", "NatTransition", "binding_key"]
+__all__ = [
+    "NatTransition",
+    "binding_key",
+    "bindings_for_entry",
+    "bindings_from_conntrack",
+    "bindings_from_journeys",
+    "cross_check",
+    "transitions",
+]
 
 
 def bindings_for_entry(original: FiveTuple, reply: FiveTuple, first_seen: float,

@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["FiveTuple", "Packet", "Hop", "Journey", "ConntrackEvent", "NatBinding",
-           "CaptureStats"]
+__all__ = [
+    "CaptureStats",
+    "ConntrackEvent",
+    "FiveTuple",
+    "Hop",
+    "Journey",
+    "NatBinding",
+    "Packet",
+]
 
 
 @dataclass(frozen=True, order=True)
@@ -21,7 +28,7 @@ class FiveTuple:
     dst: str
     dport: int
 
-    def reversed(self) -> "FiveTuple":
+    def reversed(self) -> FiveTuple:
         return FiveTuple(self.proto, self.dst, self.dport, self.src, self.sport)
 
     def __str__(self) -> str:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from operator import attrgetter
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
+from operator import attrgetter
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from netsim.errors import TraceError
 from netsim.trace._gc import gc_paused
@@ -32,8 +33,18 @@ from netsim.trace.decode import DecodeStats, decode_pcap
 from netsim.trace.journeys import ROLE_RANK
 from netsim.trace.records import CaptureStats, ConntrackEvent, FiveTuple, Packet
 
-__all__ = ["FORMAT_VERSION", "MANIFEST", "EVENTS", "PCAP_DIR", "TraceWriter", "TraceReader",
-           "event_to_json", "event_from_json", "scenario_sha256", "step_event"]
+__all__ = [
+    "EVENTS",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "PCAP_DIR",
+    "TraceReader",
+    "TraceWriter",
+    "event_from_json",
+    "event_to_json",
+    "scenario_sha256",
+    "step_event",
+]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -165,9 +176,10 @@ class TraceReader:
         """Every IPv4 packet of the chosen (default: all) interfaces, in capture-time order."""
         out: list[Packet] = []
         self.decode_stats = []
+        interned: dict[object, FiveTuple] = {}
         with gc_paused():
             for iface in (list(ifaces) if ifaces is not None else self.interfaces):
-                pkts, stats = decode_pcap(self.pcap_path(iface), iface)
+                pkts, stats = decode_pcap(self.pcap_path(iface), iface, interned)
                 out.extend(pkts)
                 self.decode_stats.append(stats)
             # each file is (almost) in time order already: timsort merges the runs in O(n);

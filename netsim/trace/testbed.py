@@ -13,14 +13,15 @@ import secrets
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Sequence
+from typing import Self
 
 from netsim.errors import CommandError, EnvironmentProblem
 from netsim.trace.capture import require_tools
 
-__all__ = ["Testbed", "Netns"]
+__all__ = ["Netns", "Testbed"]
 
 NETNS_DIR = Path("/run/netns")
 
@@ -42,6 +43,8 @@ class Netns:
 class Testbed:
     """A set of namespaces; use as a context manager so they are always removed."""
 
+    __test__ = False        # not a pytest test class despite its name
+
     def __init__(self, prefix: str = "nstr") -> None:
         if os.geteuid() != 0:
             raise EnvironmentProblem("building test namespaces needs root: run as root")
@@ -56,7 +59,7 @@ class Testbed:
         argv = list(argv)
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                  input=input_text)
+                                  input=input_text, check=False)
         except subprocess.TimeoutExpired as exc:
             raise CommandError(argv, None, f"timed out after {timeout} s") from exc
         if check and proc.returncode != 0:
@@ -140,7 +143,7 @@ class Testbed:
         if errors:
             raise CommandError(["testbed", "close"], 1, "; ".join(errors))
 
-    def __enter__(self) -> "Testbed":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

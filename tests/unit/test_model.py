@@ -38,14 +38,22 @@ def test_snat_step_keeps_the_port_and_rewrites_only_on_the_nic() -> None:
     hops = [(h.iface, str(h.tuple)) for h in sp.forward]
     veth = plan(_napt()).containers["client"].veth
     assert hops == [
-        (veth, "tcp 172.17.0.3:40000 -> 198.51.100.10:80"),
-        ("docker0", "tcp 172.17.0.3:40000 -> 198.51.100.10:80"),
-        ("eth0", "tcp 203.0.113.2:40000 -> 198.51.100.10:80"),
+        (veth, "tcp 172.17.0.3:* -> 198.51.100.10:80"),
+        ("docker0", "tcp 172.17.0.3:* -> 198.51.100.10:80"),
+        ("eth0", "tcp 203.0.113.2:* -> 198.51.100.10:80"),   # '*': the ephemeral port, kept
     ]
     assert [h.iface for h in sp.reply] == ["eth0", "docker0", veth]
     orig, reply = sp.conntrack
-    assert str(orig) == "tcp 172.17.0.3:40000 -> 198.51.100.10:80"
-    assert str(reply) == "tcp 198.51.100.10:80 -> 203.0.113.2:40000"
+    assert str(orig) == "tcp 172.17.0.3:* -> 198.51.100.10:80"
+    assert str(reply) == "tcp 198.51.100.10:80 -> 203.0.113.2:*"
+    assert sp.values["snat"] == "203.0.113.2:?"
+
+
+def test_fixed_source_port_is_predicted_exactly() -> None:
+    s = parse_scenario(ROOT.joinpath("scenarios", "napt-basic.yaml").read_text().replace(
+        "    to: server:80\n", "    to: server:80\n    sport: 40000\n")).scenario
+    sp = predict(s).step("client-fetch")
+    assert str(sp.forward[-1].tuple) == "tcp 203.0.113.2:40000 -> 198.51.100.10:80"
     assert sp.values["snat"] == "203.0.113.2:40000"
 
 

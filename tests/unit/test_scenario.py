@@ -20,7 +20,9 @@ def test_napt_basic_loads() -> None:
     assert s.containers[0].publish[0].host_port == 8080
     assert s.containers[0].publish[0].container_port == 80
     assert s.containers[0].limits.memory_bytes == 64 << 20
-    assert s.steps[0].from_ == "client" and s.steps[0].sport == 40000
+    assert s.steps[0].from_ == "client" and s.steps[0].sport is None
+    assert s.steps[0].expect.snat == "host:sport"
+    assert s.steps[1].sport == 41000
 
 
 BAD = [

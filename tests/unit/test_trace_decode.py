@@ -11,11 +11,16 @@ import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, CookedLinux, Dot1Q, Ether
-from scapy.utils import PcapNgWriter, PcapWriter, wrpcap
+from scapy.utils import PcapNgWriter, PcapWriter
 
 from netsim.errors import TraceError
 from netsim.trace.decode import (
-    TCP_FLAG_ORDER, decode_pcap, read_pcap, read_records, scapy_packets, to_scapy,
+    TCP_FLAG_ORDER,
+    decode_pcap,
+    read_pcap,
+    read_records,
+    scapy_packets,
+    to_scapy,
 )
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "trace_napt"

@@ -10,7 +10,12 @@ import pytest
 from netsim.errors import TraceError
 from netsim.trace.records import CaptureStats, ConntrackEvent, FiveTuple
 from netsim.trace.store import (
-    FORMAT_VERSION, TraceReader, TraceWriter, event_from_json, event_to_json, step_event,
+    FORMAT_VERSION,
+    TraceReader,
+    TraceWriter,
+    event_from_json,
+    event_to_json,
+    step_event,
 )
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "trace_napt"
