@@ -1,6 +1,7 @@
 """Processes: spawning a container (setup child, PID-1 init, main process), waiting, exec.
 
-    runtime process ──fork──► setup child S (the runtime moves it into the container cgroup meanwhile):
+    runtime process ──fork──► setup child S (a runtime thread moves it into the container cgroup
+                                 meanwhile; S forks nothing before that is done):
                                  joins/creates the netns, writes sysctls,
                                  unshare(USER|MNT|PID|UTS|IPC) in one call (they belong to the userns),
                                  waits for the runtime to write uid_map/gid_map, binds the rootfs,
@@ -10,7 +11,8 @@
                                  fork ──► main M: exec(argv) with logs on fd 1/2.
                               S reports I's pid and exits.
 
-Every stage talks to the runtime over one CLOEXEC report pipe ("U" userns ready, "P pid",
+Every stage talks to the runtime over one CLOEXEC report pipe ("U" userns ready, "J" ready to
+fork once in the cgroup, "P pid",
 "E errno text" exec failed, "F text" setup failed); EOF means the main process exec'd.
 Children never return into the caller's code: they os._exit().
 """
@@ -20,6 +22,7 @@ import errno
 import os
 import select
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +93,25 @@ class _Reports:
         return line.decode("utf-8", "replace")
 
 
+class _Joiner:
+    """Moves `pid` into the container cgroup on a helper thread."""
+
+    def __init__(self, cgroup: ContainerCgroup, pid: int) -> None:
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, args=(cgroup, pid), name=f"cgroup-join-{pid}")
+        self._thread.start()
+
+    def _run(self, cgroup: ContainerCgroup, pid: int) -> None:
+        try:
+            cgroup.join(pid)
+        except OSError as exc:
+            self._error = exc
+
+    def result(self) -> OSError | None:
+        self._thread.join()
+        return self._error
+
+
 def _write_file(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
@@ -117,13 +139,11 @@ def spawn(launch: Launch, cgroup: ContainerCgroup) -> SpawnResult:
     for fd in (report_w, go_r, *fds):
         os.close(fd)
     init_pid: int | None = None
+    # Moving a task into a cgroup waits for an RCU grace period (~8 ms on cgroup v1 here), so a
+    # helper thread does it while the setup child builds its namespaces and mounts; the child
+    # forks nothing (so nothing escapes the cgroup) before it reads "2".
+    joiner = _Joiner(cgroup, setup_pid)
     try:
-        # Moving a task between cgroups waits for an RCU grace period (~8 ms here); the setup
-        # child prepares its namespaces meanwhile and forks nothing before we say "go".
-        try:
-            cgroup.join(setup_pid)
-        except OSError as exc:
-            return SpawnResult(None, f"cannot move the container into its cgroup: {exc}")
         reports = _Reports(report_r, time.monotonic() + _SPAWN_TIMEOUT)
         while True:
             line = reports.next()
@@ -137,6 +157,11 @@ def spawn(launch: Launch, cgroup: ContainerCgroup) -> SpawnResult:
                     _write_file(f"/proc/{setup_pid}/uid_map", launch.idmap.line())
                     _write_file(f"/proc/{setup_pid}/gid_map", launch.idmap.line())
                 os.write(go_w, b"1")
+            elif kind == "J":
+                error = joiner.result()
+                if error is not None:
+                    return SpawnResult(None, f"cannot move the container into its cgroup: {error}")
+                os.write(go_w, b"2")
             elif kind == "P":
                 init_pid = int(rest)
                 os.waitpid(setup_pid, 0)
@@ -149,6 +174,7 @@ def spawn(launch: Launch, cgroup: ContainerCgroup) -> SpawnResult:
     except (OSError, TimeoutError, ValueError) as exc:
         return SpawnResult(init_pid, f"container setup failed: {exc}")
     finally:
+        joiner.result()
         if setup_pid:
             try:
                 os.kill(setup_pid, signal.SIGKILL)
@@ -241,7 +267,7 @@ def _setup_child(launch: Launch, report_w: int, go_r: int, fds: list[int]) -> No
         stage = "unshare"
         flags = ns.CLONE_NEWNS | ns.CLONE_NEWPID | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC
         ns.unshare(flags | (ns.CLONE_NEWUSER if launch.idmap is not None else 0))
-        _report(report_w, "U")  # the runtime writes uid_map/gid_map, and we are in the cgroup
+        _report(report_w, "U")  # the runtime writes uid_map/gid_map
         if os.read(go_r, 1) != b"1":
             os._exit(1)  # the runtime went away
         stage = "rootfs"
@@ -257,6 +283,10 @@ def _setup_child(launch: Launch, report_w: int, go_r: int, fds: list[int]) -> No
         rootfs.setup_dev()
         stage = "hostname"
         ns.sethostname(launch.hostname)
+        stage = "cgroup"
+        _report(report_w, "J")  # fork nothing until the runtime has moved us into the cgroup
+        if os.read(go_r, 1) != b"2":
+            os._exit(1)
         stage = "clone"
         pid = ns.clone_parent()
         if pid == 0:

@@ -6,6 +6,7 @@ or usage; 3 the environment cannot run it (not root, missing tool).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -42,9 +43,16 @@ def run(scenario: Path = typer.Argument(..., help="scenario YAML file"),
     from ..experiment import run_scenario
     from .render import conntrack_table, expectations_table, hops_table, verdict_line
 
-    def _terminate(_sig: int, _frame: object) -> None:
+    main_pid = os.getpid()
+
+    def _interrupt(sig: int, _frame: object) -> None:
+        # Forked helpers (pyroute2's netns workers, which are stopped with SIGTERM) inherit
+        # this handler: they must just die, never unwind into this code.
+        if os.getpid() != main_pid:
+            os._exit(128 + sig)
         raise KeyboardInterrupt  # SIGTERM tears the lab down like Ctrl-C
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         loaded = load_scenario(scenario)
         say = (lambda m: err.print(f"[cyan]·[/] {escape(m)}", highlight=False)) if json_out else \

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Mapping
+import signal
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..errors import LabError
@@ -17,6 +18,39 @@ _MS_BIND, _MS_REC, _MS_SHARED, _MNT_DETACH = 4096, 16384, 1 << 20, 2
 
 def netns_path(name: str) -> str:
     return str(NETNS_DIR / name)
+
+
+def _in_child(work: Callable[[], str]) -> str:
+    """Run `work` in a forked child and return its error text ('' on success).
+
+    Signals are blocked across fork() and reset to their defaults in the child, so a Ctrl-C
+    or SIGTERM can never run the parent's Python handlers in the child and unwind into the
+    caller's code; the child always leaves by os._exit()."""
+    r, w = os.pipe()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            try:
+                os.close(r)
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                msg = work().encode()
+            except BaseException as e:  # noqa: BLE001 - reported to the parent
+                msg = f"{type(e).__name__}: {e}".encode()
+            finally:
+                try:
+                    os.write(w, msg)
+                finally:
+                    os._exit(0)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        err = f.read().decode()
+    os.waitpid(pid, 0)
+    return err
 
 
 def exists(name: str) -> bool:
@@ -52,21 +86,13 @@ def create(name: str) -> None:
     target = NETNS_DIR / name
     fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
     os.close(fd)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: new netns, bind it to the file, report
-        os.close(r)
-        msg = b""
+    def work() -> str:
         if libc.unshare(_CLONE_NEWNET) != 0:
-            msg = f"unshare: {os.strerror(ctypes.get_errno())}".encode()
-        elif libc.mount(b"/proc/self/ns/net", str(target).encode(), b"none", _MS_BIND, None) != 0:
-            msg = f"bind mount: {os.strerror(ctypes.get_errno())}".encode()
-        os.write(w, msg)
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        err = f.read().decode()
-    os.waitpid(pid, 0)
+            return f"unshare: {os.strerror(ctypes.get_errno())}"
+        if libc.mount(b"/proc/self/ns/net", str(target).encode(), b"none", _MS_BIND, None) != 0:
+            return f"bind mount: {os.strerror(ctypes.get_errno())}"
+        return ""
+    err = _in_child(work)
     if err:
         target.unlink(missing_ok=True)
         raise LabError(f"cannot create network namespace {name}: {err}")
@@ -92,26 +118,16 @@ def remove(name: str) -> None:
 def write_sysctls(name: str, values: Mapping[str, str]) -> None:
     """Write net.* sysctls inside a namespace: /proc/sys/net reflects the writer's namespace, so
     a forked child joins it first (no subprocess, no exec)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: join, write, report
-        os.close(r)
-        msg = b""
-        try:
-            fd = os.open(netns_path(name), os.O_RDONLY)
-            if libc.setns(fd, _CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-            for key, value in values.items():
-                with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-                    f.write(str(value))
-        except BaseException as e:  # noqa: BLE001 - reported to the parent
-            msg = f"{type(e).__name__}: {e}".encode()
-        os.write(w, msg)
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        err = f.read().decode()
-    os.waitpid(pid, 0)
+    libc = _libc()
+
+    def work() -> str:
+        fd = os.open(netns_path(name), os.O_RDONLY)
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            return f"setns: {os.strerror(ctypes.get_errno())}"
+        for key, value in values.items():
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(str(value))
+        return ""
+    err = _in_child(work)
     if err:
         raise LabError(f"netns {name}: cannot set sysctls {dict(values)}: {err}")

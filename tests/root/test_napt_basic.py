@@ -31,7 +31,12 @@ def test_napt_basic_passes(napt_run: tuple[subprocess.CompletedProcess[str], Pat
     assert report["ok"] and report["complete"]
     checks = {(c["step"], c["kind"], c["what"]): c for c in report["checks"]}
     snat = checks[("client-fetch", "expect", "snat")]
-    assert snat["observed"] == "203.0.113.2:40000" == snat["predicted"]
+    assert snat["observed"].startswith("203.0.113.2:") and snat["observed"] == snat["predicted"]
+    # masqueraded with the port kept: the container's ephemeral port is the one seen outside
+    veth_hop = next(c for (step, kind, what), c in checks.items()
+                    if step == "client-fetch" and what.startswith("hop veth") and "forward" in what)
+    assert veth_hop["observed"].startswith("tcp 172.17.0.3:")
+    assert veth_hop["observed"].split()[1].split(":")[1] == snat["observed"].split(":")[1]
     sees = checks[("outsider-fetch", "expect", "server_sees")]
     assert sees["observed"] == "198.51.100.20:41000"
     assert checks[("outsider-fetch", "expect", "dnat")]["observed"] == "172.17.0.2:80"
@@ -53,10 +58,10 @@ def test_saved_trace_reverifies_offline_with_the_same_verdict(
 
 def test_wrong_expectation_exits_1_and_names_it(tmp_path: Path) -> None:
     wrong = tmp_path / "napt-wrong.yaml"
-    wrong.write_text(NAPT.read_text().replace("snat: host:40000", "snat: host:40001"))
+    wrong.write_text(NAPT.read_text().replace("dnat: web:80 ", "dnat: web:81 "))
     p = _netsim("run", str(wrong), "--trace-dir", str(tmp_path / "trace"), "--name", "t-wrong")
     assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-2000:]
     fail_lines = [ln for ln in p.stdout.splitlines() if "✗" in ln]
-    assert any("client-fetch: snat: expected 203.0.113.2:40001, observed 203.0.113.2:40000" in ln
+    assert any("outsider-fetch: dnat: expected 172.17.0.2:81, observed 172.17.0.2:80" in ln
                for ln in fail_lines), p.stdout[-3000:]
     assert len(fail_lines) == 1, fail_lines
