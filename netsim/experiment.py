@@ -6,8 +6,6 @@ The lab is always torn down in `finally` (unless `keep`), also on a failed step 
 """
 from __future__ import annotations
 
-import json
-import os
 import platform
 import signal
 import time

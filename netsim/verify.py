@@ -195,8 +195,8 @@ def _conntrack_check(sp: StepPrediction, events: list[ConntrackEvent]) -> Check 
 
 
 def _ct(t: object) -> str:
-    return str(TuplePattern(getattr(t, "proto"), getattr(t, "src"), getattr(t, "sport"),
-                            getattr(t, "dst"), getattr(t, "dport")))
+    return str(TuplePattern(t.proto, t.src, t.sport,
+                            t.dst, t.dport))
 
 
 def verify(scenario: Scenario, prediction: Prediction, obs: Observation) -> Report:

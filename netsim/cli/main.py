@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -35,8 +34,8 @@ def _fail(e: NetsimError) -> None:
 
 @app.command()
 def run(scenario: Path = typer.Argument(..., help="scenario YAML file"),
-        trace_dir: Optional[Path] = typer.Option(None, "--trace-dir", help="where to save the trace (default traces/NAME-TIME)"),
-        name: Optional[str] = typer.Option(None, "--name", help="lab name (default: the scenario's name)"),
+        trace_dir: Path | None = typer.Option(None, "--trace-dir", help="where to save the trace (default traces/NAME-TIME)"),
+        name: str | None = typer.Option(None, "--name", help="lab name (default: the scenario's name)"),
         keep: bool = typer.Option(False, "--keep", help="leave the lab up after the run"),
         json_out: bool = typer.Option(False, "--json", help="print the report as JSON")) -> None:
     """Build the lab, run the steps under the tracer, verify, tear down."""
@@ -65,7 +64,7 @@ def run(scenario: Path = typer.Argument(..., help="scenario YAML file"),
         return
     except KeyboardInterrupt:
         err.print("netsim: interrupted; the lab was torn down")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     r = result.report
     if json_out:
         print(json.dumps({**r.to_json(), "trace_dir": str(result.trace_dir),
@@ -177,7 +176,7 @@ def ps() -> None:
 
 
 @app.command()
-def down(lab: Optional[str] = typer.Argument(None), all_: bool = typer.Option(False, "--all")) -> None:
+def down(lab: str | None = typer.Argument(None), all_: bool = typer.Option(False, "--all")) -> None:
     """Tear down a lab (or every lab) by its ledger."""
     from ..lab.ledger import STATE_ROOT, lab_dir
     from ..lab.teardown import list_labs, teardown

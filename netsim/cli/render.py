@@ -31,7 +31,7 @@ _PROTO_NAMES = {"1": "icmp", "2": "igmp", "6": "tcp", "17": "udp", "58": "icmpv6
 
 
 def _tuple(t: object) -> str:
-    return f"{getattr(t, 'src')}:{getattr(t, 'sport')} -> {getattr(t, 'dst')}:{getattr(t, 'dport')}"
+    return f"{t.src}:{t.sport} -> {t.dst}:{t.dport}"
 
 
 def conntrack_table(events: list[ConntrackEvent], title: str = "NAT table transitions (conntrack, observed)") -> Table:

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import EnvironmentProblem, LabError
-from ..model.addressing import Plan, plan as make_plan
+from ..model.addressing import Plan
+from ..model.addressing import plan as make_plan
 from ..scenario.loader import LoadedScenario
 from ..scenario.schema import Scenario
 from . import netns

@@ -144,7 +144,7 @@ def _build(plan: Plan, names: LabNames) -> None:
         "net.netfilter.nf_conntrack_timestamp": "1",
     })
     netns.write_sysctls(names.upstream, {**quiet, "net.ipv4.ip_forward": "1"})
-    for c in plan.containers:
-        netns.write_sysctls(names.container(c), {**quiet, **CONTAINER_SYSCTLS})
+    for cname in plan.containers:
+        netns.write_sysctls(names.container(cname), {**quiet, **CONTAINER_SYSCTLS})
     for x in plan.externals:
         netns.write_sysctls(names.external(x), {**quiet, "net.ipv4.ping_group_range": "0 2147483647"})

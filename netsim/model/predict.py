@@ -2,14 +2,14 @@
 entry and the values the scenario's expectations talk about.  Pure."""
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
 import networkx as nx
 
 from ..scenario.loader import split_endpoint
 from ..scenario.schema import Scenario, Step
-from .addressing import Plan, plan as make_plan
+from .addressing import Plan
+from .addressing import plan as make_plan
 from .nat import NatState, publications
 from .topology import HOST_NS, build_graph, ns_of, path_interfaces
 
@@ -32,10 +32,10 @@ class TuplePattern:
         return TuplePattern(self.proto, self.dst, self.dport, self.src, self.sport)
 
     def matches(self, t: object) -> bool:
-        return (getattr(t, "proto") == self.proto and getattr(t, "src") == self.src
-                and getattr(t, "dst") == self.dst
-                and (self.sport is None or getattr(t, "sport") == self.sport)
-                and (self.dport is None or getattr(t, "dport") == self.dport))
+        return (t.proto == self.proto and t.src == self.src
+                and t.dst == self.dst
+                and (self.sport is None or t.sport == self.sport)
+                and (self.dport is None or t.dport == self.dport))
 
     def __str__(self) -> str:
         sp = "*" if self.sport is None else self.sport

@@ -1,7 +1,19 @@
 """Scenario files: schema, loading with line numbers, JSON Schema export.  Pure."""
 from .loader import LoadedScenario, load_scenario, parse_scenario, split_endpoint
-from .schema import (Bridge, Container, Expect, External, HostConfig, Limits, Nic, Publish,
-                     Scenario, Service, Step, Upstream)
+from .schema import (
+    Bridge,
+    Container,
+    Expect,
+    External,
+    HostConfig,
+    Limits,
+    Nic,
+    Publish,
+    Scenario,
+    Service,
+    Step,
+    Upstream,
+)
 
 __all__ = [
     "LoadedScenario", "load_scenario", "parse_scenario", "split_endpoint", "Bridge", "Container",

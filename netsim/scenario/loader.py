@@ -109,11 +109,13 @@ def _check_semantics(s: Scenario, path: str, lines: dict[Loc, int]) -> None:
         raise ScenarioError(msg, file=path, line=_line_for(lines, loc), field=_field(loc))
 
     names: dict[str, Loc] = {}
-    for kind, items in (("containers", s.containers), ("externals", s.externals)):
-        for i, item in enumerate(items):
-            if item.name in names:
-                fail((kind, i, "name"), f"{item.name!r} is already used at {_field(names[item.name])}")
-            names[item.name] = (kind, i, "name")
+    named: list[tuple[str, list[str]]] = [("containers", [c.name for c in s.containers]),
+                                          ("externals", [x.name for x in s.externals])]
+    for kind, items in named:
+        for i, item_name in enumerate(items):
+            if item_name in names:
+                fail((kind, i, "name"), f"{item_name!r} is already used at {_field(names[item_name])}")
+            names[item_name] = (kind, i, "name")
 
     bridge = s.host.bridge
     gw = bridge.gateway or next(bridge.subnet.hosts())
@@ -185,17 +187,17 @@ def _check_semantics(s: Scenario, path: str, lines: dict[Loc, int]) -> None:
                 fail(("steps", i, "sport"), "ping has no source port")
         elif port is None:
             fail(("steps", i, "to"), f"{st.send} needs a port: NAME:PORT")
-        for key in ("snat", "dnat", "server_sees"):
-            ref = getattr(st.expect, key)
+        for field in ("snat", "dnat", "server_sees"):
+            ref = getattr(st.expect, field)
             if ref is None:
                 continue
             try:
                 ename, _ = split_endpoint(ref.removesuffix(":sport") + (":1" if ref.endswith(":sport") else ""))
             except ValueError as e:
-                fail(("steps", i, "expect", key), str(e))
+                fail(("steps", i, "expect", field), str(e))
                 raise
             if ename not in names and ename != "host":
                 try:
                     ipaddress.IPv4Address(ename)
                 except ValueError:
-                    fail(("steps", i, "expect", key), f"unknown endpoint {ename!r}")
+                    fail(("steps", i, "expect", field), f"unknown endpoint {ename!r}")

@@ -79,7 +79,7 @@ def bindings_from_journeys(journeys: Iterable[Journey]) -> list[NatBinding]:
     order: list[frozenset[FiveTuple]] = []
     rewrites = []
     for j in journeys:
-        for prev, hop in zip(j.hops, j.hops[1:]):
+        for prev, hop in zip(j.hops, j.hops[1:], strict=False):
             before, after = prev.packet.tuple, hop.packet.tuple
             if before != after:
                 rewrites.append((hop.packet.ts, before, after))

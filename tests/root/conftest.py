@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 
 import pytest
 
-import sys
 sys.path.insert(0, os.path.dirname(__file__))
 from hermetic import snapshot  # noqa: E402
 

@@ -102,7 +102,7 @@ def test_identical_retransmissions_with_ip_id_zero_stay_apart():
     packets = _out(0) + _out(100) + _out(200)
     journeys = build_journeys(packets, tie_order=ORDER)
     assert len(journeys) == 3
-    for j, t0 in zip(journeys, (0, 100, 200)):
+    for j, t0 in zip(journeys, (0, 100, 200), strict=True):
         assert j.interfaces == ("veth0", "docker0", "eth0")
         assert [h.packet.ts_ns % 10**6 for h in j.hops] == [t0 * 1000, (t0 + 1) * 1000, (t0 + 3) * 1000]
 
