@@ -194,7 +194,7 @@ def _conntrack_check(sp: StepPrediction, events: list[ConntrackEvent]) -> Check 
                  f"{_ct(ev.original)} | reply {_ct(ev.reply)}", reply.matches(ev.reply))
 
 
-def _ct(t: object) -> str:
+def _ct(t: Any) -> str:
     return str(TuplePattern(t.proto, t.src, t.sport,
                             t.dst, t.dport))
 

@@ -1,6 +1,8 @@
 """Rich renderings of predictions, NAT transitions and reports."""
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 
@@ -30,7 +32,7 @@ def prediction_table(p: Prediction) -> Table:
 _PROTO_NAMES = {"1": "icmp", "2": "igmp", "6": "tcp", "17": "udp", "58": "icmpv6"}
 
 
-def _tuple(t: object) -> str:
+def _tuple(t: Any) -> str:
     return f"{t.src}:{t.sport} -> {t.dst}:{t.dport}"
 
 

@@ -3,6 +3,7 @@ entry and the values the scenario's expectations talk about.  Pure."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import networkx as nx
 
@@ -31,7 +32,7 @@ class TuplePattern:
     def reversed(self) -> "TuplePattern":
         return TuplePattern(self.proto, self.dst, self.dport, self.src, self.sport)
 
-    def matches(self, t: object) -> bool:
+    def matches(self, t: Any) -> bool:
         return (t.proto == self.proto and t.src == self.src
                 and t.dst == self.dst
                 and (self.sport is None or t.sport == self.sport)
