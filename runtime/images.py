@@ -77,7 +77,7 @@ def _applets() -> list[str]:
 
 def _build_busybox(root: Path, owner: int) -> None:
     os.chmod(root, 0o755)
-    for rel, mode in _DIRS.items():
+    for rel in _DIRS:
         (root / rel).mkdir(exist_ok=True)
     shutil.copyfile(BUSYBOX, root / "bin/busybox")  # a copy: chown must not touch the host's binary
     os.chmod(root / "bin/busybox", 0o755)

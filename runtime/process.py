@@ -37,6 +37,9 @@ __all__ = ["FORWARDED_SIGNALS", "INIT_TITLE", "Launch", "SpawnResult", "nsenter_
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _SPAWN_TIMEOUT = 30.0
+_SYNC_SIGNALS = frozenset({signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
+                           signal.SIGILL, signal.SIGTRAP, signal.SIGSYS})  # fmt: skip
+_ASYNC_SIGNALS = frozenset(signal.valid_signals() - _SYNC_SIGNALS)
 INIT_TITLE = "netsim-init"
 
 
@@ -128,14 +131,19 @@ def spawn(launch: Launch, cgroup: ContainerCgroup) -> SpawnResult:
     fds = [os.open(launch.stdout_path, flags | os.O_APPEND, 0o644),
            os.open(launch.stderr_path, flags | os.O_APPEND, 0o644),
            os.open(launch.exit_path, flags | os.O_TRUNC, 0o644)]  # fmt: skip
+    # Signals stay blocked across fork: the child must never unwind into the caller's code
+    # (a KeyboardInterrupt raised in it before it installs its own dispositions would).
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
     try:
         setup_pid = os.fork()
     except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         for fd in (report_r, report_w, go_r, go_w, *fds):
             os.close(fd)
         raise
     if setup_pid == 0:  # pragma: no cover - runs in the child
         _setup_child(launch, report_w, go_r, fds)
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     for fd in (report_w, go_r, *fds):
         os.close(fd)
     init_pid: int | None = None
@@ -250,8 +258,12 @@ def _close_all_but(keep: Sequence[int]) -> None:
 def _setup_child(launch: Launch, report_w: int, go_r: int, fds: list[int]) -> None:  # pragma: no cover
     stage = "signals"
     try:
+        # Default dispositions (signals stay blocked until the init installs its handlers) and
+        # a session of our own: a Ctrl-C meant for the caller's process group is not for us.
         signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for sig in _ASYNC_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        os.setsid()
         try:  # let the OOM killer pick the main process, not init (needs CAP_SYS_RESOURCE)
             _write_file("/proc/self/oom_score_adj", "-1000")
         except PermissionError:
@@ -326,6 +338,7 @@ def _init(launch: Launch, report_w: int, fds: list[int]) -> None:  # pragma: no 
 
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, forward)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a vanished runtime must not kill PID 1
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         stage = "exec"
         try:

@@ -42,6 +42,10 @@ def _end_process(pid: int, start: int | None) -> None:
 
 
 def _rmdir_retry(path: Path) -> None:
+    """rmdir a cgroup, waiting briefly for its tasks to go.  A shared parent (netsim/) that
+    still holds another lab's cgroups is not ours to remove: it is left alone."""
+    if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
+        return
     for _ in range(100):
         try:
             path.rmdir()

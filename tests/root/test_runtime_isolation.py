@@ -177,6 +177,16 @@ def test_pid_namespace_shows_only_container_processes(make: Callable[..., Contai
     assert nspid == [str(c.pid), "1"]
 
 
+def test_container_is_not_in_the_callers_session(make: Callable[..., Container]) -> None:
+    """A Ctrl-C sent to the caller's process group must not reach the container's init."""
+    c = make()
+    stat = Path(f"/proc/{c.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    pgrp, session = int(stat[2]), int(stat[3])
+    assert pgrp != os.getpgrp() and session != os.getsid(0)
+    os.killpg(pgrp, signal.SIGINT)  # the init's group: the init forwards it, sleep dies of it
+    assert c.wait(timeout=5) == 128 + signal.SIGINT
+
+
 def test_uts_namespace_own_hostname(make: Callable[..., Container]) -> None:
     host_before = socket.gethostname()
     c = make(hostname="inside-host")
