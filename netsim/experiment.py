@@ -76,8 +76,7 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
             writer.append_event({"type": "step", "phase": "end", "ts": time.time(), **result.to_json()})
             say(f"step {st.name}: {st.from_} --{st.send}--> {st.to}: "
                 + ("reply" if result.ok else "NO reply") + f" ({result.ended - result.started:.2f}s)")
-        time.sleep(0.3)  # let the last replies and conntrack updates land
-        stats = capture.stop()
+        stats = capture.stop()  # waits for the capture ring to drain (and conntrack to catch up)
         capture = None
         events, overflows = watcher.stop()
         watcher = None

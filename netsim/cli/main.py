@@ -22,6 +22,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Real containers on a docker0 bridge with NAPT, traced and verified against a model.")
 trace_app = typer.Typer(no_args_is_help=True, help="Look into saved traces (no root needed).")
 app.add_typer(trace_app, name="trace")
+
+
+def _register_subcommands() -> None:
+    from .bench import bench_app
+    app.add_typer(bench_app, name="bench")
+
+
+_register_subcommands()
 # Wide enough for tuples when the output is a file or CI log; the terminal's width otherwise.
 out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, soft_wrap=True)
