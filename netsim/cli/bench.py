@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -15,7 +14,7 @@ out = Console()
 
 @bench_app.command("tracer")
 def bench_tracer(count: int = typer.Option(100_000, "--count", help="UDP datagrams in the burst"),
-                 analysis: Optional[Path] = typer.Option(None, "--analysis",
+                 analysis: Path | None = typer.Option(None, "--analysis",
                                                          help="also time pcap -> journeys on this trace dir"),
                  tcpdump: bool = typer.Option(True, "--tcpdump/--no-tcpdump",
                                               help="also capture the same burst as plain tcpdump -w would"),
