@@ -10,7 +10,7 @@ import platform
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import __version__
@@ -60,11 +60,13 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
     capture: Capture | None = None
     watcher: ConntrackWatcher | None = None
     stats: list[CaptureStats] = []
+    iface_map: dict[str, str] = {}
     overflows = 0
     problems: list[str] = []
     try:
         lab.up()
-        ifaces = list(prediction.plan.captured_interfaces)
+        iface_map = lab.interfaces()            # model name -> kernel name
+        ifaces = list(iface_map.values())
         capture = Capture(lab.host_netns, ifaces, trace_dir / "pcap")
         watcher = ConntrackWatcher(lab.host_netns)
         watcher.start()
@@ -113,7 +115,7 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
         "netsim_version": __version__,
         "kernel": platform.release(),
         "tools": _tool_versions(),
-        "interfaces": _interfaces(prediction, lab),
+        "interfaces": _interfaces(prediction, lab, iface_map),
         "capture": [c.__dict__ for c in stats],
         "conntrack_overflows": overflows,
         "complete": complete,
@@ -145,17 +147,18 @@ def _tool_versions() -> dict[str, str]:
     return out
 
 
-def _interfaces(prediction: Prediction, lab: object) -> dict[str, dict[str, object]]:
+def _interfaces(prediction: Prediction, lab: object, iface_map: dict[str, str]) -> dict[str, dict[str, object]]:
+    """Interface map of the trace, by the name in the kernel; `model_name` is the model's."""
     plan = prediction.plan
     netns = getattr(lab, "host_netns", "")
-    out: dict[str, dict[str, object]] = {
+    by_model: dict[str, dict[str, object]] = {
         plan.bridge: {"role": "bridge", "netns": netns, "addresses": [f"{plan.gateway}/{plan.subnet.prefixlen}"]},
         plan.nic: {"role": "nic", "netns": netns, "addresses": [str(plan.nic_ip)]},
     }
     for c in plan.containers.values():
-        out[c.veth] = {"role": "veth", "netns": netns, "container": c.name,
-                       "addresses": [], "peer_address": f"{c.ip}/{plan.subnet.prefixlen}", "peer_mac": c.mac}
-    return out
+        by_model[c.veth] = {"role": "veth", "netns": netns, "container": c.name, "addresses": [],
+                            "peer_address": f"{c.ip}/{plan.subnet.prefixlen}", "peer_mac": c.mac}
+    return {iface_map.get(name, name): {**info, "model_name": name} for name, info in by_model.items()}
 
 
 def load_observation(trace_dir: Path) -> Observation:
@@ -165,6 +168,10 @@ def load_observation(trace_dir: Path) -> Observation:
 
     r = TraceReader(trace_dir)
     packets = r.packets()
+    # name interfaces as the model does (an engine such as Docker picks its own veth names)
+    rename = {k: str(v.get("model_name", k)) for k, v in (r.manifest.get("interfaces") or {}).items()}
+    if any(k != v for k, v in rename.items()):
+        packets = [replace(p, iface=rename.get(p.iface, p.iface)) for p in packets]
     steps: dict[str, StepRecord] = {}
     begins: dict[str, float] = {}
     for ev in r.events():

@@ -20,13 +20,16 @@ from ..scenario import json_schema, load_scenario
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Real containers on a docker0 bridge with NAPT, traced and verified against a model.")
-trace_app = typer.Typer(no_args_is_help=True, help="Look into saved traces (no root needed).")
-app.add_typer(trace_app, name="trace")
 
 
 def _register_subcommands() -> None:
+    """Command groups live in their own modules: lab_cmd (up/down/ps/...), trace_cmd, bench."""
     from .bench import bench_app
+    from .lab_cmd import register as register_lab
+    from .trace_cmd import trace_app
+    app.add_typer(trace_app, name="trace")
     app.add_typer(bench_app, name="bench")
+    register_lab(app)
 
 
 _register_subcommands()
@@ -141,79 +144,6 @@ def verify(trace_dir: Path) -> None:
     out.print(expectations_table(report))
     verdict_line(out, report)
     raise typer.Exit(0 if report.ok else 1)
-
-
-@trace_app.command("show")
-def trace_show(trace_dir: Path) -> None:
-    """Interfaces, capture counts, NAT transitions of a saved trace."""
-    from rich.table import Table
-
-    from ..experiment import load_observation
-    from ..trace.store import TraceReader
-    from .render import conntrack_table
-    try:
-        r = TraceReader(trace_dir)
-        obs = load_observation(trace_dir)
-    except NetsimError as e:
-        _fail(e)
-        return
-    m = r.manifest
-    t = Table(title=f"trace {trace_dir} — scenario {m.get('scenario', {}).get('name')}, engine {m.get('engine')}")
-    for col in ("interface", "role", "kept", "kernel drops"):
-        t.add_column(col)
-    stats = {c["iface"]: c for c in m.get("capture", [])}
-    for name, info in m.get("interfaces", {}).items():
-        c = stats.get(name, {})
-        t.add_row(name, str(info.get("role", "")), str(c.get("kept", "?")), str(c.get("kernel_drops", "?")))
-    out.print(t)
-    out.print(conntrack_table(obs.conntrack))
-    out.print(f"{len(obs.packets)} packets, {len(obs.journeys)} journeys; complete: {obs.complete}")
-
-
-@app.command()
-def ps() -> None:
-    """Labs on this machine (from /run/netsim)."""
-    from ..lab.ledger import STATE_ROOT
-    from ..lab.teardown import list_labs
-    labs = list_labs(STATE_ROOT)
-    if not labs:
-        out.print("no labs")
-    for lab in labs:
-        out.print(f"{lab['name']}\tscenario={lab.get('scenario')}\towner_pid={lab.get('owner_pid')}"
-                  f"\t{'running' if lab['owner_alive'] else 'orphaned'}")
-
-
-@app.command()
-def down(lab: str | None = typer.Argument(None), all_: bool = typer.Option(False, "--all")) -> None:
-    """Tear down a lab (or every lab) by its ledger."""
-    from ..lab.ledger import STATE_ROOT, lab_dir
-    from ..lab.teardown import list_labs, teardown
-    names = [str(x["name"]) for x in list_labs(STATE_ROOT)] if all_ else ([lab] if lab else [])
-    if not names:
-        err.print("netsim down: name a lab or pass --all")
-        raise typer.Exit(2)
-    try:
-        for n in names:
-            d = lab_dir(n)
-            if not d.exists():
-                err.print(f"netsim down: no lab {n!r}")
-                raise typer.Exit(2)
-            teardown(d)
-            out.print(f"lab {n}: torn down")
-    except NetsimError as e:
-        _fail(e)
-
-
-@app.command()
-def clean() -> None:
-    """Remove every lab netsim made (by ledger) — nothing else."""
-    down(None, True) if _has_labs() else out.print("nothing to clean")
-
-
-def _has_labs() -> bool:
-    from ..lab.ledger import STATE_ROOT
-    from ..lab.teardown import list_labs
-    return bool(list_labs(STATE_ROOT))
 
 
 def main() -> None:

@@ -22,7 +22,12 @@ class Engine(Protocol):
     name: str
 
     def start(self, lab: "Lab") -> None:
-        """Create and start every container of the lab's scenario in its network namespace."""
+        """Build the bridge side in the lab's host namespace (bridge, veths, firewall rules) and
+        create and start every container of the scenario on it."""
+
+    def interfaces(self, lab: "Lab") -> dict[str, str]:
+        """For each host interface the model names (plan.captured_interfaces): the name it has
+        in the kernel (Docker picks its own veth names)."""
 
     def exec(self, container: str, argv: list[str], timeout: float) -> ExecOutcome:
         """Run argv inside a running container."""

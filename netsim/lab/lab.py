@@ -19,7 +19,6 @@ from ..scenario.schema import Scenario
 from . import netns
 from .command import in_netns, require_tool, run
 from .engine import Engine
-from .firewall import render_rules
 from .ledger import Ledger, lab_dir, process_start_time
 from .network import LabNames, build_network
 from .teardown import teardown
@@ -59,6 +58,15 @@ class Lab:
     def netns_path(self, who: str) -> str:
         return netns.netns_path(self.names.of(who, self.plan))
 
+    def apply_rules(self, rules: str) -> None:
+        """Load iptables-restore input into the host namespace (kept in the lab dir to read)."""
+        (self.dir / "iptables.rules").write_text(rules)
+        run(in_netns(self.host_netns, ["iptables-restore", "-w"]), input=rules)
+
+    def interfaces(self) -> dict[str, str]:
+        """The model's name of each captured host interface -> its name in the kernel."""
+        return self.engine.interfaces(self)
+
     @property
     def host_netns(self) -> str:
         return netns.netns_path(self.names.host)
@@ -76,15 +84,9 @@ class Lab:
         self.ledger.record("dir", str(self.dir))
         t0 = time.monotonic()
         build_network(self.plan, self.names, self.ledger.record)
-        self.progress(f"network: {len(self.plan.containers) + len(self.plan.externals) + 2} "
-                      f"namespaces, {self.plan.bridge} {self.plan.gateway}/{self.plan.subnet.prefixlen}, "
-                      f"NIC {self.plan.nic} {self.plan.nic_ip} ({time.monotonic() - t0:.2f}s)")
-        rules = render_rules(self.scenario, self.plan, self.name)
-        (self.dir / "iptables.rules").write_text(rules)
-        run(in_netns(self.host_netns, ["iptables-restore", "-w"]), input=rules)
-        self.progress(f"iptables: MASQUERADE {self.plan.subnet} out of {self.plan.nic}; "
-                      + ", ".join(f"DNAT :{p.host_port}/{p.proto} -> {c.name}:{p.container_port}"
-                                  for c in self.scenario.containers for p in c.publish))
+        self.progress(f"network: host NIC {self.plan.nic} {self.plan.nic_ip}, ISP router, "
+                      f"{len(self.plan.externals)} external hosts on {self.plan.upstream_subnet} "
+                      f"({time.monotonic() - t0:.2f}s)")
         self._start_services()
         t0 = time.monotonic()
         self.engine.start(self)

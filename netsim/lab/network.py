@@ -19,7 +19,7 @@ from ..model.addressing import Plan
 from ..model.topology import UPSTREAM_BRIDGE, UPSTREAM_NIC
 from . import netns
 
-__all__ = ["LabNames", "build_network"]
+__all__ = ["LabNames", "build_network", "build_bridge_side", "CONTAINER_SYSCTLS"]
 
 
 class LabNames:
@@ -65,8 +65,6 @@ def _up(ipr: IPRoute, name: str, **kw: object) -> int:
     return i
 
 
-# IPv6 is off in every lab namespace (as on Docker's default bridge): no router solicitations or
-# MLD reports in the traces.
 CONTAINER_SYSCTLS = {
     # Docker sets both in every container's namespace: root in a user namespace may bind low
     # ports and send ICMP echo without CAP_NET_RAW in the initial namespace.
@@ -76,45 +74,41 @@ CONTAINER_SYSCTLS = {
 
 
 def build_network(plan: Plan, names: LabNames, record: Callable[..., None]) -> None:
-    """Create every namespace and link; each namespace is recorded before it is created."""
-    spaces = [names.host, names.upstream]
-    spaces += [names.container(c) for c in plan.containers]
-    spaces += [names.external(x) for x in plan.externals]
-    for ns in spaces:
+    """The engine-independent part: the Docker host namespace with its NIC, the upstream
+    router and the external hosts.  Each namespace is recorded before it is created."""
+    for ns in [names.host, names.upstream] + [names.external(x) for x in plan.externals]:
         record("netns", ns)
         netns.create(ns)
     try:
-        _build(plan, names)
+        _build_host_and_upstream(plan, names)
     except NetlinkError as e:
         raise LabError(f"netlink: {e}") from None
 
 
-def _build(plan: Plan, names: LabNames) -> None:
-    prefix = plan.subnet.prefixlen
+def build_bridge_side(plan: Plan, names: LabNames, record: Callable[..., None]) -> None:
+    """What Docker's bridge driver does (the own engine): docker0 in the host namespace, and per
+    container a network namespace holding `eth0`, whose veth peer sits on docker0."""
+    for c in plan.containers:
+        record("netns", names.container(c))
+        netns.create(names.container(c))
+    try:
+        _build_bridge(plan, names)
+    except NetlinkError as e:
+        raise LabError(f"netlink: {e}") from None
+
+
+_QUIET = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+
+
+def _build_host_and_upstream(plan: Plan, names: LabNames) -> None:
     with IPRoute(netns=names.host) as ipr:
         _up(ipr, "lo")
-        ipr.link("add", ifname=plan.bridge, kind="bridge")
-        br = _idx(ipr, plan.bridge)
-        ipr.addr("add", index=br, address=str(plan.gateway), prefixlen=prefix)
-        for c in plan.containers.values():
-            ipr.link("add", ifname=c.veth, kind="veth",
-                     peer={"ifname": c.ifname, "net_ns_fd": names.container(c.name)})
-            _up(ipr, c.veth, master=br)
-        ipr.link("set", index=br, state="up")
         ipr.link("add", ifname=plan.nic, kind="veth",
                  peer={"ifname": UPSTREAM_NIC, "net_ns_fd": names.upstream})
         nic = _idx(ipr, plan.nic)
         ipr.addr("add", index=nic, address=str(plan.nic_ip.ip), prefixlen=plan.nic_ip.network.prefixlen)
         ipr.link("set", index=nic, state="up")
         ipr.route("add", dst="default", gateway=str(plan.nic_gateway))
-    for c in plan.containers.values():
-        with IPRoute(netns=names.container(c.name)) as ipr:
-            _up(ipr, "lo")
-            e = _idx(ipr, c.ifname)
-            ipr.link("set", index=e, address=c.mac)
-            ipr.addr("add", index=e, address=str(c.ip), prefixlen=prefix)
-            ipr.link("set", index=e, state="up")
-            ipr.route("add", dst="default", gateway=str(plan.gateway))
     with IPRoute(netns=names.upstream) as ipr:
         _up(ipr, "lo")
         ipr.addr("add", index=_idx(ipr, UPSTREAM_NIC), address=str(plan.nic_gateway),
@@ -136,15 +130,38 @@ def _build(plan: Plan, names: LabNames) -> None:
                      prefixlen=plan.upstream_subnet.prefixlen)
             _up(ipr, "eth0")
             ipr.route("add", dst="default", gateway=str(plan.upstream_router))
-    quiet = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+    # IPv6 is off in every lab namespace (as on Docker's default bridge): no router
+    # solicitations or MLD reports in the traces.
     netns.write_sysctls(names.host, {
-        **quiet,
+        **_QUIET,
         "net.ipv4.ip_forward": "1",
         "net.bridge.bridge-nf-call-iptables": "1",
         "net.netfilter.nf_conntrack_timestamp": "1",
     })
-    netns.write_sysctls(names.upstream, {**quiet, "net.ipv4.ip_forward": "1"})
-    for cname in plan.containers:
-        netns.write_sysctls(names.container(cname), {**quiet, **CONTAINER_SYSCTLS})
+    netns.write_sysctls(names.upstream, {**_QUIET, "net.ipv4.ip_forward": "1"})
     for x in plan.externals:
-        netns.write_sysctls(names.external(x), {**quiet, "net.ipv4.ping_group_range": "0 2147483647"})
+        netns.write_sysctls(names.external(x), {**_QUIET, "net.ipv4.ping_group_range": "0 2147483647"})
+
+
+def _build_bridge(plan: Plan, names: LabNames) -> None:
+    prefix = plan.subnet.prefixlen
+    with IPRoute(netns=names.host) as ipr:
+        ipr.link("add", ifname=plan.bridge, kind="bridge")
+        br = _idx(ipr, plan.bridge)
+        ipr.addr("add", index=br, address=str(plan.gateway), prefixlen=prefix)
+        for c in plan.containers.values():
+            ipr.link("add", ifname=c.veth, kind="veth",
+                     peer={"ifname": c.ifname, "net_ns_fd": names.container(c.name)})
+            _up(ipr, c.veth, master=br)
+        ipr.link("set", index=br, state="up")
+    for c in plan.containers.values():
+        with IPRoute(netns=names.container(c.name)) as ipr:
+            _up(ipr, "lo")
+            e = _idx(ipr, c.ifname)
+            ipr.link("set", index=e, address=c.mac)
+            ipr.addr("add", index=e, address=str(c.ip), prefixlen=prefix)
+            ipr.link("set", index=e, state="up")
+            ipr.route("add", dst="default", gateway=str(plan.gateway))
+    netns.write_sysctls(names.host, _QUIET)  # the new bridge and veths
+    for cname in plan.containers:
+        netns.write_sysctls(names.container(cname), {**_QUIET, **CONTAINER_SYSCTLS})

@@ -1,6 +1,7 @@
 """The own engine: containers from netsim's runtime/ (namespaces, cgroups, overlay rootfs)."""
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from runtime import ContainerSpec, IdMap, Limits, Runtime
@@ -8,6 +9,8 @@ from runtime.errors import RuntimeErrorBase
 
 from ...errors import LabError
 from ..engine import ExecOutcome
+from ..firewall import render_rules
+from ..network import build_bridge_side
 
 if TYPE_CHECKING:
     from runtime import Container
@@ -26,6 +29,15 @@ class OwnEngine:
         self._containers: dict[str, "Container"] = {}
 
     def start(self, lab: "Lab") -> None:
+        t0 = time.monotonic()
+        build_bridge_side(lab.plan, lab.names, lab.ledger.record)
+        lab.apply_rules(render_rules(lab.scenario, lab.plan, lab.name))
+        lab.progress(f"bridge: {lab.plan.bridge} {lab.plan.gateway}/{lab.plan.subnet.prefixlen}, "
+                     f"{len(lab.plan.containers)} veths; iptables: MASQUERADE {lab.plan.subnet} out of "
+                     f"{lab.plan.nic}"
+                     + "".join(f", DNAT :{p.host_port}/{p.proto} -> {c.name}:{p.container_port}"
+                               for c in lab.scenario.containers for p in c.publish)
+                     + f" ({time.monotonic() - t0:.2f}s)")
         state = lab.dir / "runtime"
         self._rt = Runtime(state, on_create=lambda kind, ident: lab.ledger.record(kind, ident))
         for c in lab.scenario.containers:
@@ -43,6 +55,9 @@ class OwnEngine:
                 ct.start()
             except RuntimeErrorBase as e:
                 raise LabError(f"container {c.name}: {e}") from None
+
+    def interfaces(self, lab: "Lab") -> dict[str, str]:
+        return {name: name for name in lab.plan.captured_interfaces}  # we named them as the model does
 
     def _get(self, name: str) -> "Container":
         try:
@@ -65,13 +80,14 @@ class OwnEngine:
 
     def logs(self, container: str) -> str:
         ct = self._containers.get(container)
-        if ct is None or self._rt is None:
+        if ct is None:
             return ""
         out = ""
-        for stream in ("stdout.log", "stderr.log"):
-            p = self._rt.state_dir / container / stream if hasattr(self._rt, "state_dir") else None
-            if p is not None and p.exists():
-                out += p.read_text(errors="replace")
+        for path in ct.log_paths:
+            try:
+                out += path.read_text(errors="replace")
+            except OSError:
+                pass
         return out
 
     def stop(self, lab: "Lab") -> None:
