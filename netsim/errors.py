@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 __all__ = [
-    "NetsimError", "ScenarioError", "EnvironmentProblem", "LabError",
+    "NetsimError", "UsageError", "ScenarioError", "EnvironmentProblem", "LabError",
     "CommandError", "TraceError", "VerifyError",
 ]
 
@@ -11,6 +11,12 @@ class NetsimError(Exception):
     """Root of every error netsim raises on purpose.  ``exit_code`` is what the CLI returns."""
 
     exit_code = 1
+
+
+class UsageError(NetsimError):
+    """A bad command-line argument or option."""
+
+    exit_code = 2
 
 
 class ScenarioError(NetsimError):

@@ -40,7 +40,8 @@ def _default_trace_dir(name: str) -> Path:
 
 
 def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_name: str | None = None,
-                 keep: bool = False, progress: Progress | None = None) -> RunResult:
+                 keep: bool = False, progress: Progress | None = None, engine: str = "own") -> RunResult:
+    from .lab.engines import make_engine
     from .lab.lab import Lab
     from .lab.steps import run_step
     from .trace.capture import Capture
@@ -56,7 +57,7 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
         raise TraceError(f"{trace_dir}: the trace directory is not empty; name a new one")
     trace_dir.mkdir(parents=True, exist_ok=True)
     writer = TraceWriter(trace_dir)
-    lab = Lab(loaded, name=lab_name, progress=say)
+    lab = Lab(loaded, name=lab_name, progress=say, engine=make_engine(engine))
     capture: Capture | None = None
     watcher: ConntrackWatcher | None = None
     stats: list[CaptureStats] = []

@@ -48,6 +48,7 @@ def run(scenario: Path = typer.Argument(..., help="scenario YAML file"),
         trace_dir: Path | None = typer.Option(None, "--trace-dir", help="where to save the trace (default traces/NAME-TIME)"),
         name: str | None = typer.Option(None, "--name", help="lab name (default: the scenario's name)"),
         keep: bool = typer.Option(False, "--keep", help="leave the lab up after the run"),
+        engine: str = typer.Option("own", "--engine", help="own (netsim's runtime) or docker (a real dockerd)"),
         json_out: bool = typer.Option(False, "--json", help="print the report as JSON")) -> None:
     """Build the lab, run the steps under the tracer, verify, tear down."""
     from ..experiment import run_scenario
@@ -69,7 +70,7 @@ def run(scenario: Path = typer.Argument(..., help="scenario YAML file"),
               (lambda m: out.print(f"[cyan]·[/] {escape(m)}", highlight=False))
         say(f"scenario {loaded.scenario.name}: {len(loaded.scenario.containers)} containers, "
             f"{len(loaded.scenario.externals)} external hosts, {len(loaded.scenario.steps)} steps")
-        result = run_scenario(loaded, trace_dir=trace_dir, lab_name=name, keep=keep, progress=say)
+        result = run_scenario(loaded, trace_dir=trace_dir, lab_name=name, keep=keep, progress=say, engine=engine)
     except NetsimError as e:
         _fail(e)
         return

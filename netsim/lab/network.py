@@ -19,7 +19,7 @@ from ..model.addressing import Plan
 from ..model.topology import UPSTREAM_BRIDGE, UPSTREAM_NIC
 from . import netns
 
-__all__ = ["LabNames", "build_network", "build_bridge_side", "CONTAINER_SYSCTLS"]
+__all__ = ["LabNames", "build_network", "CONTAINER_SYSCTLS", "QUIET", "idx", "up"]
 
 
 class LabNames:
@@ -52,15 +52,15 @@ class LabNames:
         raise KeyError(who)
 
 
-def _idx(ipr: IPRoute, name: str) -> int:
+def idx(ipr: IPRoute, name: str) -> int:
     found = ipr.link_lookup(ifname=name)
     if not found:
         raise LabError(f"interface {name} not found")
     return int(found[0])
 
 
-def _up(ipr: IPRoute, name: str, **kw: object) -> int:
-    i = _idx(ipr, name)
+def up(ipr: IPRoute, name: str, **kw: object) -> int:
+    i = idx(ipr, name)
     ipr.link("set", index=i, state="up", **kw)
     return i
 
@@ -85,83 +85,47 @@ def build_network(plan: Plan, names: LabNames, record: Callable[..., None]) -> N
         raise LabError(f"netlink: {e}") from None
 
 
-def build_bridge_side(plan: Plan, names: LabNames, record: Callable[..., None]) -> None:
-    """What Docker's bridge driver does (the own engine): docker0 in the host namespace, and per
-    container a network namespace holding `eth0`, whose veth peer sits on docker0."""
-    for c in plan.containers:
-        record("netns", names.container(c))
-        netns.create(names.container(c))
-    try:
-        _build_bridge(plan, names)
-    except NetlinkError as e:
-        raise LabError(f"netlink: {e}") from None
-
-
-_QUIET = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+QUIET = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
 
 
 def _build_host_and_upstream(plan: Plan, names: LabNames) -> None:
     with IPRoute(netns=names.host) as ipr:
-        _up(ipr, "lo")
+        up(ipr, "lo")
         ipr.link("add", ifname=plan.nic, kind="veth",
                  peer={"ifname": UPSTREAM_NIC, "net_ns_fd": names.upstream})
-        nic = _idx(ipr, plan.nic)
+        nic = idx(ipr, plan.nic)
         ipr.addr("add", index=nic, address=str(plan.nic_ip.ip), prefixlen=plan.nic_ip.network.prefixlen)
         ipr.link("set", index=nic, state="up")
         ipr.route("add", dst="default", gateway=str(plan.nic_gateway))
     with IPRoute(netns=names.upstream) as ipr:
-        _up(ipr, "lo")
-        ipr.addr("add", index=_idx(ipr, UPSTREAM_NIC), address=str(plan.nic_gateway),
+        up(ipr, "lo")
+        ipr.addr("add", index=idx(ipr, UPSTREAM_NIC), address=str(plan.nic_gateway),
                  prefixlen=plan.nic_ip.network.prefixlen)
-        _up(ipr, UPSTREAM_NIC)
+        up(ipr, UPSTREAM_NIC)
         ipr.link("add", ifname=UPSTREAM_BRIDGE, kind="bridge")
-        ub = _idx(ipr, UPSTREAM_BRIDGE)
+        ub = idx(ipr, UPSTREAM_BRIDGE)
         ipr.addr("add", index=ub, address=str(plan.upstream_router),
                  prefixlen=plan.upstream_subnet.prefixlen)
         for name in plan.externals:
             ipr.link("add", ifname=f"x-{name}"[:15], kind="veth",
                      peer={"ifname": "eth0", "net_ns_fd": names.external(name)})
-            _up(ipr, f"x-{name}"[:15], master=ub)
+            up(ipr, f"x-{name}"[:15], master=ub)
         ipr.link("set", index=ub, state="up")
     for name, ip in plan.externals.items():
         with IPRoute(netns=names.external(name)) as ipr:
-            _up(ipr, "lo")
-            ipr.addr("add", index=_idx(ipr, "eth0"), address=str(ip),
+            up(ipr, "lo")
+            ipr.addr("add", index=idx(ipr, "eth0"), address=str(ip),
                      prefixlen=plan.upstream_subnet.prefixlen)
-            _up(ipr, "eth0")
+            up(ipr, "eth0")
             ipr.route("add", dst="default", gateway=str(plan.upstream_router))
     # IPv6 is off in every lab namespace (as on Docker's default bridge): no router
     # solicitations or MLD reports in the traces.
     netns.write_sysctls(names.host, {
-        **_QUIET,
+        **QUIET,
         "net.ipv4.ip_forward": "1",
         "net.bridge.bridge-nf-call-iptables": "1",
         "net.netfilter.nf_conntrack_timestamp": "1",
     })
-    netns.write_sysctls(names.upstream, {**_QUIET, "net.ipv4.ip_forward": "1"})
+    netns.write_sysctls(names.upstream, {**QUIET, "net.ipv4.ip_forward": "1"})
     for x in plan.externals:
-        netns.write_sysctls(names.external(x), {**_QUIET, "net.ipv4.ping_group_range": "0 2147483647"})
-
-
-def _build_bridge(plan: Plan, names: LabNames) -> None:
-    prefix = plan.subnet.prefixlen
-    with IPRoute(netns=names.host) as ipr:
-        ipr.link("add", ifname=plan.bridge, kind="bridge")
-        br = _idx(ipr, plan.bridge)
-        ipr.addr("add", index=br, address=str(plan.gateway), prefixlen=prefix)
-        for c in plan.containers.values():
-            ipr.link("add", ifname=c.veth, kind="veth",
-                     peer={"ifname": c.ifname, "net_ns_fd": names.container(c.name)})
-            _up(ipr, c.veth, master=br)
-        ipr.link("set", index=br, state="up")
-    for c in plan.containers.values():
-        with IPRoute(netns=names.container(c.name)) as ipr:
-            _up(ipr, "lo")
-            e = _idx(ipr, c.ifname)
-            ipr.link("set", index=e, address=c.mac)
-            ipr.addr("add", index=e, address=str(c.ip), prefixlen=prefix)
-            ipr.link("set", index=e, state="up")
-            ipr.route("add", dst="default", gateway=str(plan.gateway))
-    netns.write_sysctls(names.host, _QUIET)  # the new bridge and veths
-    for cname in plan.containers:
-        netns.write_sysctls(names.container(cname), {**_QUIET, **CONTAINER_SYSCTLS})
+        netns.write_sysctls(names.external(x), {**QUIET, "net.ipv4.ping_group_range": "0 2147483647"})

@@ -8,9 +8,9 @@ from runtime import ContainerSpec, IdMap, Limits, Runtime
 from runtime.errors import RuntimeErrorBase
 
 from ...errors import LabError
+from ..bridge import build_bridge_side
 from ..engine import ExecOutcome
 from ..firewall import render_rules
-from ..network import build_bridge_side
 
 if TYPE_CHECKING:
     from runtime import Container
