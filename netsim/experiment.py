@@ -52,12 +52,13 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
     t_start = time.monotonic()
     s = loaded.scenario
     prediction = predict(s)
+    eng = make_engine(engine)   # a bad --engine fails before anything is made
     trace_dir = trace_dir or _default_trace_dir(lab_name or s.name)
     if trace_dir.exists() and any(trace_dir.iterdir()):
         raise TraceError(f"{trace_dir}: the trace directory is not empty; name a new one")
     trace_dir.mkdir(parents=True, exist_ok=True)
     writer = TraceWriter(trace_dir)
-    lab = Lab(loaded, name=lab_name, progress=say, engine=make_engine(engine))
+    lab = Lab(loaded, name=lab_name, progress=say, engine=eng)
     capture: Capture | None = None
     watcher: ConntrackWatcher | None = None
     stats: list[CaptureStats] = []
