@@ -171,13 +171,19 @@ def _observed_values(sp: StepPrediction, plan: Plan, pkts: list[Packet], journey
                             and p.tuple.dst == want.dst and (want.dport is None or p.tuple.dport == want.dport)), None)
     if nic_hop is not None:
         out["snat"] = f"{nic_hop.tuple.src}:{nic_hop.tuple.sport}"
-    last = hops[-1] if hops else None
-    if last is None and sp.forward:
+    # what the receiver got: the first packet of the flow on the last interface of the path
+    # that is not the packet as sent (in a hairpin the sender's veth is also the receiver's)
+    if sp.forward:
         h = sp.forward[-1]
-        last = next((p for p in pkts if p.iface == h.iface and h.tuple.matches(p.tuple)), None)
-    if last is not None:
-        out["dnat"] = f"{last.tuple.dst}:{last.tuple.dport}"
-        out["server_sees"] = f"{last.tuple.src}:{last.tuple.sport}"
+        sent = sp.flow
+        cands = [p for p in pkts if p.iface == h.iface and p.tuple.proto == h.tuple.proto
+                 and not sent.matches(p.tuple)
+                 and (h.tuple.sport is None or p.tuple.sport == h.tuple.sport)]
+        exact = [p for p in cands if h.tuple.matches(p.tuple)]
+        last = (exact or cands)[0] if (exact or cands) else None
+        if last is not None:
+            out["dnat"] = f"{last.tuple.dst}:{last.tuple.dport}"
+            out["server_sees"] = f"{last.tuple.src}:{last.tuple.sport}"
     if rec is not None and rec.seen_as:
         out["server_sees"] = rec.seen_as   # the server's own word beats our inference
     return out

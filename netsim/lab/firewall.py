@@ -1,18 +1,25 @@
-"""Docker's iptables rules for one bridge, rendered as iptables-restore input.  Rendering is
-pure (unit-tested against a golden dump); applying runs iptables-restore inside the lab's host
-namespace.
+"""Docker's iptables rules for the default bridge, rendered as iptables-restore input.
+Rendering is pure (unit-tested against golden dumps, one per configuration, as moby keeps
+them under integration/network/bridge/iptablesdoc); applying runs iptables-restore inside the
+lab's host namespace.
 
-Layout (Docker's classic bridge driver):
+The layout is Docker 28's, with `--userland-proxy=false` (NAT in the kernel only):
+
+  raw    PREROUTING  -d C ! -i BR -j DROP                  (containers with published ports:
+                                                            no direct access from outside)
+  raw    PREROUTING  -d 127.0.0.1 ! -i lo --dport HP -j DROP (ports published on 127.0.0.1)
   nat    PREROUTING  -m addrtype --dst-type LOCAL -j DOCKER
-  nat    OUTPUT      ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
-  nat    POSTROUTING -s SUBNET ! -o BRIDGE -j MASQUERADE
-  nat    POSTROUTING -s C -d C -p P --dport CP -j MASQUERADE          (hairpin, per published port)
-  nat    DOCKER      -i BRIDGE -j RETURN
-  nat    DOCKER      ! -i BRIDGE -p P --dport HP -j DNAT --to-destination C:CP
-  filter FORWARD     policy DROP; DOCKER-USER, DOCKER-ISOLATION-STAGE-1, then per bridge:
-                     -o BRIDGE ctstate RELATED,ESTABLISHED ACCEPT; -o BRIDGE -j DOCKER;
-                     -i BRIDGE ! -o BRIDGE ACCEPT; -i BRIDGE -o BRIDGE ACCEPT
-  filter DOCKER      -d C ! -i BRIDGE -o BRIDGE -p P --dport CP -j ACCEPT   (per published port)
+  nat    OUTPUT      -m addrtype --dst-type LOCAL -j DOCKER
+  nat    POSTROUTING -o BR -m addrtype --src-type LOCAL -j MASQUERADE   (host -> 127.0.0.1:HP)
+  nat    POSTROUTING -s SUBNET ! -o BR -j MASQUERADE
+  nat    POSTROUTING -s C -d C -p P --dport CP -j MASQUERADE           (hairpin to itself)
+  nat    DOCKER      [-d HOST_IP] -p P --dport HP -j DNAT --to-destination C:CP
+  filter FORWARD     policy DROP; -j DOCKER-USER; -j DOCKER-FORWARD
+  filter DOCKER-FORWARD -j DOCKER-CT; -j DOCKER-INTERNAL; -j DOCKER-BRIDGE; -i BR -j ACCEPT
+  filter DOCKER-CT   -o BR ctstate RELATED,ESTABLISHED -j ACCEPT
+  filter DOCKER-BRIDGE -o BR -j DOCKER
+  filter DOCKER      -d C ! -i BR -o BR -p P --dport CP -j ACCEPT      (per published port)
+  filter DOCKER      ! -i BR -o BR -j DROP
 Every rule carries the comment `netsim:<lab>`.
 """
 from __future__ import annotations
@@ -27,45 +34,61 @@ __all__ = ["render_rules"]
 def render_rules(s: Scenario, plan: Plan, lab: str) -> str:
     tag = f'-m comment --comment "netsim:{lab}"'
     br, sub = plan.bridge, str(plan.subnet)
-    pubs = sorted(publications(s, plan).values(), key=lambda p: (p.proto, p.host_port))
+    pubs = publications(s, plan)
+    published_ips = sorted({p.container_ip for p in pubs})
+    raw = ["*raw", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
+    for ip in published_ips:
+        raw.append(f"-A PREROUTING -d {ip}/32 ! -i {br} {tag} -j DROP")
+    for p in pubs:
+        if p.host_ip is not None and p.host_ip.is_loopback:
+            raw.append(f"-A PREROUTING -d {p.host_ip}/32 ! -i lo -p {p.proto} -m {p.proto} "
+                       f"--dport {p.host_port} {tag} -j DROP")
+    raw.append("COMMIT")
     nat = [
         "*nat",
         ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
         ":POSTROUTING ACCEPT [0:0]", ":DOCKER - [0:0]",
         f"-A PREROUTING -m addrtype --dst-type LOCAL {tag} -j DOCKER",
-        f"-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL {tag} -j DOCKER",
+        f"-A OUTPUT -m addrtype --dst-type LOCAL {tag} -j DOCKER",
+        f"-A POSTROUTING -o {br} -m addrtype --src-type LOCAL {tag} -j MASQUERADE",
     ]
     if s.host.masquerade:
         nat.append(f"-A POSTROUTING -s {sub} ! -o {br} {tag} -j MASQUERADE")
+    seen: set[tuple[object, ...]] = set()
     for p in pubs:
-        nat.append(f"-A POSTROUTING -s {p.container_ip}/32 -d {p.container_ip}/32 -p {p.proto} "
-                   f"-m {p.proto} --dport {p.container_port} {tag} -j MASQUERADE")
-    nat.append(f"-A DOCKER -i {br} {tag} -j RETURN")
+        key = (p.container_ip, p.proto, p.container_port)
+        if key not in seen:
+            seen.add(key)
+            nat.append(f"-A POSTROUTING -s {p.container_ip}/32 -d {p.container_ip}/32 -p {p.proto} "
+                       f"-m {p.proto} --dport {p.container_port} {tag} -j MASQUERADE")
     for p in pubs:
-        nat.append(f"-A DOCKER ! -i {br} -p {p.proto} -m {p.proto} --dport {p.host_port} {tag} "
+        dst = f"-d {p.host_ip}/32 " if p.host_ip is not None else ""
+        nat.append(f"-A DOCKER {dst}-p {p.proto} -m {p.proto} --dport {p.host_port} {tag} "
                    f"-j DNAT --to-destination {p.container_ip}:{p.container_port}")
     nat.append("COMMIT")
     flt = [
         "*filter",
         ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]",
-        ":DOCKER - [0:0]", ":DOCKER-ISOLATION-STAGE-1 - [0:0]",
-        ":DOCKER-ISOLATION-STAGE-2 - [0:0]", ":DOCKER-USER - [0:0]",
+        ":DOCKER - [0:0]", ":DOCKER-BRIDGE - [0:0]", ":DOCKER-CT - [0:0]",
+        ":DOCKER-FORWARD - [0:0]", ":DOCKER-INTERNAL - [0:0]", ":DOCKER-USER - [0:0]",
         f"-A FORWARD {tag} -j DOCKER-USER",
-        f"-A FORWARD {tag} -j DOCKER-ISOLATION-STAGE-1",
-        f"-A FORWARD -o {br} -m conntrack --ctstate RELATED,ESTABLISHED {tag} -j ACCEPT",
-        f"-A FORWARD -o {br} {tag} -j DOCKER",
-        f"-A FORWARD -i {br} ! -o {br} {tag} -j ACCEPT",
-        f"-A FORWARD -i {br} -o {br} {tag} -j ACCEPT",
+        f"-A FORWARD {tag} -j DOCKER-FORWARD",
     ]
+    seen = set()
     for p in pubs:
-        flt.append(f"-A DOCKER -d {p.container_ip}/32 ! -i {br} -o {br} -p {p.proto} -m {p.proto} "
-                   f"--dport {p.container_port} {tag} -j ACCEPT")
+        key = (p.container_ip, p.proto, p.container_port)
+        if key not in seen:
+            seen.add(key)
+            flt.append(f"-A DOCKER -d {p.container_ip}/32 ! -i {br} -o {br} -p {p.proto} -m {p.proto} "
+                       f"--dport {p.container_port} {tag} -j ACCEPT")
     flt += [
-        f"-A DOCKER-ISOLATION-STAGE-1 -i {br} ! -o {br} {tag} -j DOCKER-ISOLATION-STAGE-2",
-        f"-A DOCKER-ISOLATION-STAGE-1 {tag} -j RETURN",
-        f"-A DOCKER-ISOLATION-STAGE-2 -o {br} {tag} -j DROP",
-        f"-A DOCKER-ISOLATION-STAGE-2 {tag} -j RETURN",
-        f"-A DOCKER-USER {tag} -j RETURN",
+        f"-A DOCKER ! -i {br} -o {br} {tag} -j DROP",
+        f"-A DOCKER-BRIDGE -o {br} {tag} -j DOCKER",
+        f"-A DOCKER-CT -o {br} -m conntrack --ctstate RELATED,ESTABLISHED {tag} -j ACCEPT",
+        f"-A DOCKER-FORWARD {tag} -j DOCKER-CT",
+        f"-A DOCKER-FORWARD {tag} -j DOCKER-INTERNAL",
+        f"-A DOCKER-FORWARD {tag} -j DOCKER-BRIDGE",
+        f"-A DOCKER-FORWARD -i {br} {tag} -j ACCEPT",
         "COMMIT",
     ]
-    return "\n".join(nat + flt) + "\n"
+    return "\n".join(raw + nat + flt) + "\n"

@@ -90,11 +90,29 @@ class Lab:
         self._start_services()
         t0 = time.monotonic()
         self.engine.start(self)
+        self._apply_host_switches()
         for c in self.scenario.containers:
             if c.ready_port:
                 self._wait_listening(c.name, c.ready_port, timeout=10)
         self.progress(f"containers: {', '.join(f'{n} {a.ip} on {a.veth}' for n, a in self.plan.containers.items())}"
                       f" ({time.monotonic() - t0:.2f}s)")
+
+    def _apply_host_switches(self) -> None:
+        """The scenario's host switches, whatever the engine: bridge-nf-call-iptables, and
+        what Docker does with userland-proxy=false — hairpin mode on every port of the bridge
+        and route_localnet on it (so 127.0.0.1:PORT can be DNATed to a container)."""
+        h = self.scenario.host
+        netns.write_sysctls(self.names.host, {
+            "net.bridge.bridge-nf-call-iptables": "1" if h.bridge_nf_call_iptables else "0",
+            f"net.ipv4.conf.{self.plan.bridge}.route_localnet": "1",
+        })
+        ports = [self.interfaces().get(c.veth, c.veth) for c in self.plan.containers.values()]
+        if ports:
+            mode = "on" if h.hairpin_mode else "off"
+            batch = "".join(f"link set dev {p} type bridge_slave hairpin {mode}\n" for p in ports)
+            run(in_netns(self.host_netns, ["ip", "-batch", "-"]), input=batch)
+        self.progress(f"host: hairpin_mode {'on' if h.hairpin_mode else 'off'}, "
+                      f"bridge-nf-call-iptables {int(h.bridge_nf_call_iptables)}")
 
     def _start_services(self) -> None:
         for x in self.scenario.externals:

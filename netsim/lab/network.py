@@ -123,7 +123,6 @@ def _build_host_and_upstream(plan: Plan, names: LabNames) -> None:
     netns.write_sysctls(names.host, {
         **QUIET,
         "net.ipv4.ip_forward": "1",
-        "net.bridge.bridge-nf-call-iptables": "1",
         "net.netfilter.nf_conntrack_timestamp": "1",
     })
     netns.write_sysctls(names.upstream, {**QUIET, "net.ipv4.ip_forward": "1"})

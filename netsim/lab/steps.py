@@ -12,6 +12,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -43,18 +44,19 @@ class StepResult:
         return asdict(self)
 
 
-def in_container(st: Step, containers: object) -> bool:
+def in_container(st: Step, containers: Collection[str]) -> bool:
     """Whether busybox inside the container can carry the step out."""
-    return st.from_ in containers and st.send != "udp" and st.sport is None  # type: ignore[operator]
+    return st.from_ in containers and st.send != "udp" and st.sport is None
 
 
 def _busybox_argv(st: Step, ip: str, port: int | None) -> list[str]:
     t = str(max(1, int(st.timeout)))
     if st.send == "http_get":
-        # (no -T: busybox 1.35 wget segfaults with -T, also on the host; the exec has a timeout)
-        return ["wget", "-q", "-O", "-", f"http://{ip}:{port}/"]
+        # (not wget -T: busybox 1.35 wget segfaults with -T, also on the host; busybox timeout
+        # ends it instead, so a step without an answer fails rather than hangs)
+        return ["timeout", t, "wget", "-q", "-O", "-", f"http://{ip}:{port}/"]
     if st.send == "tcp_connect":
-        return ["sh", "-c", f"nc -w {t} {ip} {port} </dev/null"]
+        return ["timeout", t, "sh", "-c", f"nc -w {t} {ip} {port} </dev/null"]
     if st.send == "ping":
         return ["ping", "-c", str(st.count), "-W", t, ip]
     raise ValueError(st.send)

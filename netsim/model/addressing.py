@@ -50,6 +50,8 @@ class Plan:
         """A container's bridge address, an external's address, or `host` = the NIC address."""
         if name == "host":
             return self.nic_ip.ip
+        if name == "gateway":
+            return self.gateway
         if name in self.containers:
             return self.containers[name].ip
         if name in self.externals:

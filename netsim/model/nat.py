@@ -16,25 +16,40 @@ from dataclasses import dataclass, field
 from ..scenario.schema import Scenario
 from .addressing import Plan
 
-__all__ = ["Publication", "NatState", "publications"]
+__all__ = ["Publication", "NatState", "publications", "find_publication"]
 
 
 @dataclass(frozen=True)
 class Publication:
+    """One published port (a range is one Publication per port)."""
+
     proto: str
     host_port: int
     container: str
     container_ip: ipaddress.IPv4Address
     container_port: int
+    host_ip: ipaddress.IPv4Address | None = None   # None: every host address (0.0.0.0)
+
+    def accepts(self, dst: ipaddress.IPv4Address | str) -> bool:
+        return self.host_ip is None or ipaddress.IPv4Address(dst) == self.host_ip
 
 
-def publications(s: Scenario, plan: Plan) -> dict[tuple[str, int], Publication]:
-    out: dict[tuple[str, int], Publication] = {}
+def publications(s: Scenario, plan: Plan) -> list[Publication]:
+    """Every published port, in scenario order."""
+    out: list[Publication] = []
     for c in s.containers:
         for p in c.publish:
-            out[(p.proto, p.host_port)] = Publication(p.proto, p.host_port, c.name,
-                                                      plan.containers[c.name].ip, p.container_port)
+            for hp, cp in p.pairs():
+                out.append(Publication(p.proto, hp, c.name, plan.containers[c.name].ip, cp, p.host_ip))
     return out
+
+
+def find_publication(pubs: list[Publication], proto: str, dst: str, port: int | None) -> Publication | None:
+    """The publication a packet to dst:port/proto on the host hits (Docker's nat DOCKER chain)."""
+    for p in pubs:
+        if p.proto == proto and p.host_port == port and p.accepts(dst):
+            return p
+    return None
 
 
 @dataclass

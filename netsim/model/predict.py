@@ -2,7 +2,8 @@
 entry and the values the scenario's expectations talk about.  Pure."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import ipaddress
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import networkx as nx
@@ -11,7 +12,7 @@ from ..scenario.loader import split_endpoint
 from ..scenario.schema import Scenario, Step
 from .addressing import Plan
 from .addressing import plan as make_plan
-from .nat import NatState, publications
+from .nat import NatState, Publication, find_publication, publications
 from .topology import HOST_NS, build_graph, ns_of, path_interfaces
 
 __all__ = ["TuplePattern", "HopPrediction", "StepPrediction", "Prediction", "predict"]
@@ -106,73 +107,163 @@ def _listens(s: Scenario, name: str, proto: str, port: int | None) -> bool:
     return False
 
 
-def _predict_step(s: Scenario, plan: Plan, g: nx.Graph, st: Step, nat: NatState,
-                  pubs: dict[tuple[str, int], object]) -> StepPrediction:
-    proto = _PROTO[st.send]
-    target, port = split_endpoint(st.to)
-    src_ip = str(plan.address_of(st.from_))
-    dst_ip = str(plan.address_of(target))
-    sport = st.sport if proto != "icmp" else None
-    flow = TuplePattern(proto, src_ip, sport, dst_ip, port)
-    notes: list[str] = []
+def _source_ip(plan: Plan, sender: str, dst_ip: str) -> str:
+    """The address a sender's packets carry: the host picks by route (loopback, docker0, NIC)."""
+    if sender != "host":
+        return str(plan.address_of(sender))
+    dst = ipaddress.IPv4Address(dst_ip)
+    if dst.is_loopback:
+        return str(dst)
+    if dst in plan.subnet:
+        return str(plan.gateway)
+    return str(plan.nic_ip.ip)
 
-    # Where do the packets go, and what does the host's NAT do to them?
-    receiver = plan.owner_of(dst_ip)
-    dnat_to: tuple[str, int] | None = None
-    from_outside = st.from_ in plan.externals
-    if receiver == "host" and proto != "icmp" and port is not None:
-        pub = pubs.get((proto, port))
-        if pub is not None and from_outside:
-            dnat_to = (str(pub.container_ip), pub.container_port)  # type: ignore[attr-defined]
-            receiver = pub.container  # type: ignore[attr-defined]
-        elif pub is not None:
-            notes.append("hairpin to a published port is not modelled yet")
-    src_ns = ns_of(st.from_, plan)
-    dst_ns = ns_of(receiver, plan) if receiver else None
-    hops = path_interfaces(g, src_ns, dst_ns) if dst_ns else []
-    crosses_host = any(ns == HOST_NS for ns, _, _ in hops)  # routed, or bridged with br_netfilter
-    leaves_by_nic = any(ns == HOST_NS and name == plan.nic for ns, name, _ in hops) \
-        and st.from_ in plan.containers
-    snat_port: int | None = None
-    remapped = False
-    if leaves_by_nic and s.host.masquerade:
-        snat_port, remapped = nat.masquerade(proto, src_ip, sport, dst_ip, port)
-        if remapped:
-            notes.append(f"source port {sport} is taken towards {dst_ip}:{port}: the kernel remaps it")
 
-    after = TuplePattern(
-        proto,
-        str(plan.nic_ip.ip) if leaves_by_nic and s.host.masquerade else src_ip,
-        snat_port if leaves_by_nic and s.host.masquerade else sport,
-        dnat_to[0] if dnat_to else dst_ip,
-        dnat_to[1] if dnat_to else port,
-    )
-    # NAT happens in the host's stack: hops before it carry the original tuple, after it the
-    # translated one (SNAT in POSTROUTING, DNAT in PREROUTING).
-    forward: list[HopPrediction] = []
+def _hops(path: list[tuple[str, str | None, bool]], flow: TuplePattern, after: TuplePattern
+          ) -> list[HopPrediction]:
+    """NAT happens in the host's stack: hops before it carry the original tuple, hops after it
+    the translated one (DNAT in PREROUTING/OUTPUT, SNAT in POSTROUTING)."""
+    out: list[HopPrediction] = []
     passed_host = False
-    for ns, name, seen in hops:
+    for ns, name, seen in path:
         if name is None:
             passed_host = passed_host or ns == HOST_NS
         elif seen:
-            forward.append(HopPrediction(name, after if passed_host else flow, "forward"))
-    reply: list[HopPrediction] = []
-    for h in reversed(forward):
-        reply.append(HopPrediction(h.iface, h.tuple.reversed(), "reply"))
+            out.append(HopPrediction(name, after if passed_host else flow, "forward"))
+    return out
 
-    reply_expected = bool(receiver) and receiver != "host" and _listens(s, receiver or "", proto, after.dport)
-    if receiver == "host":
-        reply_expected = False
-    conntrack = (flow, after.reversed()) if crosses_host else None
-    natk = tuple(k for k, on in (("dnat", dnat_to is not None),
-                                 ("snat", leaves_by_nic and s.host.masquerade)) if on)
+
+def _deSNAT(after: TuplePattern, flow: TuplePattern, brnf: bool) -> TuplePattern:
+    """A reply entering docker0 from a bridge port: with br_netfilter the kernel has already
+    undone the SNAT there (the destination is the original source); without it, nothing yet."""
+    r = after.reversed()
+    return replace(r, dst=flow.src, dport=flow.sport) if brnf else r
+
+
+def _predict_step(s: Scenario, plan: Plan, g: nx.Graph, st: Step, nat: NatState,
+                  pubs: list[Publication]) -> StepPrediction:
+    proto = _PROTO[st.send]
+    target, port = split_endpoint(st.to)
+    dst_ip = str(plan.address_of(target))
+    src_ip = _source_ip(plan, st.from_, dst_ip)
+    sport = st.sport if proto != "icmp" else None
+    flow = TuplePattern(proto, src_ip, sport, dst_ip, port)
+    notes: list[str] = []
+    sender_kind = "container" if st.from_ in plan.containers else (
+        "external" if st.from_ in plan.externals else "host")
+    dst = ipaddress.IPv4Address(dst_ip)
+    to_host = dst == plan.nic_ip.ip or dst.is_loopback or dst == plan.gateway
+
+    receiver: str | None = plan.owner_of(dst_ip)
+    after = flow
+    forward: list[HopPrediction] = []
+    reply: list[HopPrediction] | None = None     # None: the reverse of forward
+    natk: list[str] = []
+    reply_ok = True
+    conntrack_here = True
+    src_ns = ns_of(st.from_, plan)
+    brnf = s.host.bridge_nf_call_iptables
+
+    pub = find_publication(pubs, proto, dst_ip, port) if to_host and proto != "icmp" else None
+    if to_host and proto != "icmp" and pub is None:
+        # nothing is published there: the host itself answers (TCP RST / ICMP port unreachable)
+        receiver, reply_ok = "host", False
+        if sender_kind != "host":
+            forward = _hops(path_interfaces(g, src_ns, HOST_NS), flow, flow)
+        if pub is None and any(p.proto == proto and p.host_port == port for p in pubs):
+            notes.append(f"{dst_ip}:{port} is published on another host address only")
+    elif pub is not None:
+        c = plan.containers[pub.container]
+        receiver = pub.container
+        natk.append("dnat")
+        dnat_dst = (str(pub.container_ip), pub.container_port)
+        if sender_kind == "external":
+            after = replace(flow, dst=dnat_dst[0], dport=dnat_dst[1])
+            forward = _hops(path_interfaces(g, src_ns, ns_of(pub.container, plan)), flow, after)
+        elif sender_kind == "host":
+            # OUTPUT DNAT, then POSTROUTING MASQUERADE of a LOCAL source out of the bridge
+            natk.append("snat")
+            after = TuplePattern(proto, str(plan.gateway), sport, *dnat_dst)
+            forward = [HopPrediction(plan.bridge, after, "forward"), HopPrediction(c.veth, after, "forward")]
+            reply = [HopPrediction(c.veth, after.reversed(), "reply"),
+                     HopPrediction(plan.bridge, _deSNAT(after, flow, brnf), "reply")]
+        elif st.from_ == pub.container:
+            # hairpin to itself: DNAT back to the sender, MASQUERADE -s C -d C to the gateway,
+            # and the frame leaves by the port it came in: only in hairpin mode
+            natk.append("snat")
+            after = TuplePattern(proto, str(plan.gateway), sport, *dnat_dst)
+            dnat_only = replace(flow, dst=dnat_dst[0], dport=dnat_dst[1])
+            if brnf:
+                # br_netfilter NATs at the bridge port: docker0 already sees the DNAT, and the
+                # frame is bridged straight back (SNATed) without being routed
+                forward = [HopPrediction(c.veth, flow, "forward"), HopPrediction(plan.bridge, dnat_only, "forward")]
+                reply = [HopPrediction(c.veth, after.reversed(), "reply"),
+                         HopPrediction(plan.bridge, _deSNAT(after, flow, brnf), "reply"),
+                         HopPrediction(c.veth, flow.reversed(), "reply")]
+            else:
+                forward = [HopPrediction(c.veth, flow, "forward"), HopPrediction(plan.bridge, flow, "forward"),
+                           HopPrediction(plan.bridge, after, "forward")]
+                reply = [HopPrediction(c.veth, after.reversed(), "reply"),
+                         HopPrediction(plan.bridge, after.reversed(), "reply"),
+                         HopPrediction(plan.bridge, flow.reversed(), "reply"),
+                         HopPrediction(c.veth, flow.reversed(), "reply")]
+            if not brnf:
+                # routed: the frame comes from the bridge device itself, so the port it goes
+                # out by is not the one it came in by — no hairpin mode needed (measured)
+                forward.append(HopPrediction(c.veth, after, "forward"))
+            elif s.host.hairpin_mode:
+                forward.append(HopPrediction(c.veth, after, "forward"))
+            else:
+                reply_ok = False
+                notes.append("hairpin_mode is off: br_netfilter bridges the DNATed frame back to "
+                             "the port it came in by, which the bridge refuses")
+        else:
+            # hairpin to a neighbour: DNAT, no SNAT (the neighbour sees the sender's address);
+            # the reply is bridged straight back, so only br_netfilter can undo the DNAT
+            me = plan.containers[st.from_]
+            after = replace(flow, dst=dnat_dst[0], dport=dnat_dst[1])
+            forward = [HopPrediction(me.veth, flow, "forward")]
+            if not brnf:
+                forward.append(HopPrediction(plan.bridge, flow, "forward"))
+            forward += [HopPrediction(plan.bridge, after, "forward"), HopPrediction(c.veth, after, "forward")]
+            reply = [HopPrediction(c.veth, after.reversed(), "reply"),
+                     HopPrediction(me.veth, flow.reversed() if brnf else after.reversed(), "reply")]
+            if not brnf:
+                reply_ok = False
+                notes.append("bridge-nf-call-iptables=0: the bridged reply is not de-NATed, the "
+                             f"sender gets it from {dnat_dst[0]}:{dnat_dst[1]} and resets")
+    elif sender_kind == "external" and dst in plan.subnet:
+        receiver, reply_ok, conntrack_here = None, False, False
+        notes.append("the ISP router has no route to the bridge's private subnet")
+    elif receiver is None and sender_kind != "external" and dst not in plan.upstream_subnet:
+        reply_ok, conntrack_here = False, False
+        notes.append(f"nobody has {dst_ip}")
+    else:
+        path = path_interfaces(g, src_ns, ns_of(receiver, plan)) if receiver else []
+        leaves_by_nic = sender_kind == "container" and any(
+            ns == HOST_NS and name == plan.nic for ns, name, _ in path)
+        if leaves_by_nic and s.host.masquerade:
+            natk.append("snat")
+            snat_port, remapped = nat.masquerade(proto, src_ip, sport, dst_ip, port)
+            if remapped:
+                notes.append(f"source port {sport} is taken towards {dst_ip}:{port}: the kernel remaps it")
+            after = replace(flow, src=str(plan.nic_ip.ip), sport=snat_port)
+        forward = _hops(path, flow, after)
+        conntrack_here = any(ns == HOST_NS for ns, _, _ in path) and (
+            s.host.bridge_nf_call_iptables or any(name is None and ns == HOST_NS for ns, name, _ in path))
+
+    reply_expected = reply_ok and receiver not in (None, "host") and _listens(s, receiver or "", proto, after.dport)
+    if reply is None:
+        reply = [HopPrediction(h.iface, h.tuple.reversed(), "reply") for h in reversed(forward)]
+    if not reply_ok:
+        reply = []
+    conntrack = (flow, after.reversed()) if conntrack_here and (forward or sender_kind == "host") else None
     values: dict[str, str] = {"reply": str(reply_expected).lower()}
-    if leaves_by_nic or from_outside or crosses_host:
-        values["snat"] = _endpoint_value(after.src, after.sport)
+    values["snat"] = _endpoint_value(after.src, after.sport)
     values["dnat"] = _endpoint_value(after.dst, after.dport)
     values["server_sees"] = _endpoint_value(after.src, after.sport)
     return StepPrediction(st.name, st.from_, receiver, flow, tuple(forward),
-                          tuple(reply) if reply_expected else (), conntrack, natk,
+                          tuple(reply) if reply_expected else (), conntrack, tuple(natk),
                           reply_expected, values, tuple(notes))
 
 
@@ -181,5 +272,5 @@ def predict(s: Scenario) -> Prediction:
     g = build_graph(plan)
     nat = NatState()
     pubs = publications(s, plan)
-    steps = tuple(_predict_step(s, plan, g, st, nat, pubs) for st in s.steps)  # type: ignore[arg-type]
+    steps = tuple(_predict_step(s, plan, g, st, nat, pubs) for st in s.steps)
     return Prediction(s.name, plan, g, steps)

@@ -15,6 +15,8 @@ from .schema import Scenario
 __all__ = ["load_scenario", "parse_scenario", "LoadedScenario", "split_endpoint"]
 
 Loc = tuple[str | int, ...]
+# Names every scenario has: the Docker host (its NIC address) and the bridge's gateway address.
+RESERVED = ("host", "gateway")
 
 
 class LoadedScenario:
@@ -136,7 +138,7 @@ def _check_semantics(s: Scenario, path: str, lines: dict[Loc, int]) -> None:
             fail(loc, "192.0.2.0/24 is this machine's own network; use 198.51.100.0/24 or 203.0.113.0/24")
 
     used_ips: dict[ipaddress.IPv4Address, Loc] = {gw: ("host", "bridge")}
-    published: dict[tuple[int, str], Loc] = {}
+    published: dict[tuple[int, str], tuple[Loc, str | None]] = {}
     for i, c in enumerate(s.containers):
         if c.ip is not None:
             if c.ip not in bridge.subnet or c.ip in (bridge.subnet.network_address,
@@ -146,11 +148,20 @@ def _check_semantics(s: Scenario, path: str, lines: dict[Loc, int]) -> None:
                 fail(("containers", i, "ip"), f"{c.ip} is already used by {_field(used_ips[c.ip])}")
             used_ips[c.ip] = ("containers", i, "ip")
         for j, p in enumerate(c.publish):
-            key = (p.host_port, p.proto)
-            if key in published:
+            if p.host_ip is not None and p.host_ip not in (s.host.nic.address.ip,
+                                                           ipaddress.IPv4Address("127.0.0.1")):
                 fail(("containers", i, "publish", j),
-                     f"host port {p.host_port}/{p.proto} is already published by {_field(published[key])}")
-            published[key] = ("containers", i, "publish", j)
+                     f"host address {p.host_ip} is not the host's: use the NIC address "
+                     f"{s.host.nic.address.ip} or 127.0.0.1")
+            for hp, _cp in p.pairs():
+                key = (hp, p.proto)
+                if key in published:
+                    other, other_ip = published[key]
+                    if other_ip is None or p.host_ip is None or other_ip == str(p.host_ip):
+                        fail(("containers", i, "publish", j),
+                             f"host port {hp}/{p.proto} is already published by {_field(other)} "
+                             "(Docker: port is already allocated)")
+                published[key] = (("containers", i, "publish", j), str(p.host_ip) if p.host_ip else None)
     ext_net = s.upstream.subnet
     router = next(ext_net.hosts())
     for i, x in enumerate(s.externals):
@@ -167,19 +178,20 @@ def _check_semantics(s: Scenario, path: str, lines: dict[Loc, int]) -> None:
         if st.name in step_names:
             fail(("steps", i, "name"), f"step {st.name!r} is defined twice")
         step_names.add(st.name)
-        if st.from_ not in names:
-            fail(("steps", i, "from"), f"unknown sender {st.from_!r} (known: {', '.join(names) or 'none'})")
+        if st.from_ not in names and st.from_ != "host":
+            fail(("steps", i, "from"), f"unknown sender {st.from_!r} (known: "
+                 f"{', '.join(list(names) + ['host'])})")
         try:
             target, port = split_endpoint(st.to)
         except ValueError as e:
             fail(("steps", i, "to"), str(e))
             raise  # unreachable
-        if target not in names and target != "host":
+        if target not in names and target not in RESERVED:
             try:
                 ipaddress.IPv4Address(target)
             except ValueError:
                 fail(("steps", i, "to"), f"unknown target {target!r}: a container, an external, "
-                     "'host' or an IPv4 address")
+                     "'host', 'gateway' or an IPv4 address")
         if st.send == "ping":
             if port is not None:
                 fail(("steps", i, "to"), "ping takes no port")
@@ -196,7 +208,7 @@ def _check_semantics(s: Scenario, path: str, lines: dict[Loc, int]) -> None:
             except ValueError as e:
                 fail(("steps", i, "expect", field), str(e))
                 raise
-            if ename not in names and ename != "host":
+            if ename not in names and ename not in RESERVED:
                 try:
                     ipaddress.IPv4Address(ename)
                 except ValueError:

@@ -29,8 +29,8 @@ def _check_name(v: str) -> str:
     if not NAME_RE.match(v):
         raise ValueError(f"{v!r} is not a valid name (lower-case letters, digits and '-', "
                          "starting with a letter, at most 15 characters)")
-    if v == "host":
-        raise ValueError("'host' is reserved: it names the Docker host's NIC address")
+    if v in ("host", "gateway"):
+        raise ValueError(f"{v!r} is reserved: it names the Docker host's NIC / the bridge gateway address")
     return v
 
 
@@ -52,9 +52,16 @@ class Bridge(_Strict):
 
 
 class HostConfig(_Strict):
+    """The Docker host.  netsim does NAT in the kernel only, as Docker with
+    `--userland-proxy=false` (no docker-proxy process)."""
+
     nic: Nic = Nic()
     bridge: Bridge = Bridge()
     masquerade: bool = True
+    hairpin_mode: bool = Field(default=True, description="bridge ports in hairpin mode (Docker sets it "
+                               "with userland-proxy=false): a container can reach its own published port")
+    bridge_nf_call_iptables: bool = Field(default=True, description="bridged traffic passes iptables and "
+                                          "conntrack (br_netfilter), as Docker requires")
 
 
 class Upstream(_Strict):
@@ -91,19 +98,35 @@ class Limits(_Strict):
 
 
 class Publish(_Strict):
-    """`HOST:CONTAINER[/proto]`, as `docker run -p`."""
+    """`[HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/tcp|/udp]`, as `docker run -p`."""
 
+    host_ip: ipaddress.IPv4Address | None = None
     host_port: int = Field(ge=1, le=65535)
     container_port: int = Field(ge=1, le=65535)
+    count: int = Field(default=1, ge=1, le=1000, description="ports in the range")
     proto: Literal["tcp", "udp"] = "tcp"
 
     @classmethod
     def parse(cls, text: str) -> "Publish":
-        m = re.fullmatch(r"(\d+):(\d+)(?:/(tcp|udp))?", str(text).strip())
+        m = re.fullmatch(r"(?:(\d+\.\d+\.\d+\.\d+):)?(\d+)(?:-(\d+))?:(\d+)(?:-(\d+))?(?:/(tcp|udp))?",
+                         str(text).strip())
         if not m:
-            raise ValueError(f"{text!r} is not HOST:CONTAINER[/tcp|/udp]")
-        return cls(host_port=int(m.group(1)), container_port=int(m.group(2)),
-                   proto=m.group(3) or "tcp")  # type: ignore[arg-type]
+            raise ValueError(f"{text!r} is not [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/tcp|/udp]")
+        hip, hp, hend, cp, cend, proto = m.groups()
+        n_host = int(hend) - int(hp) + 1 if hend else 1
+        n_cont = int(cend) - int(cp) + 1 if cend else 1
+        if n_host < 1 or n_cont < 1:
+            raise ValueError(f"{text!r}: a range must not end before it starts")
+        if n_host != n_cont:
+            raise ValueError(f"{text!r}: the host range has {n_host} ports, the container range {n_cont}")
+        if int(hp) + n_host - 1 > 65535 or int(cp) + n_cont - 1 > 65535:
+            raise ValueError(f"{text!r}: ports go up to 65535")
+        return cls(host_ip=ipaddress.IPv4Address(hip) if hip else None, host_port=int(hp),
+                   container_port=int(cp), count=n_host, proto=proto or "tcp")  # type: ignore[arg-type]
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """(host port, container port) for every port of the range."""
+        return [(self.host_port + i, self.container_port + i) for i in range(self.count)]
 
 
 def _parse_publish(v: object) -> object:

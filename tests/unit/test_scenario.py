@@ -28,7 +28,7 @@ def test_napt_basic_loads() -> None:
 BAD = [
     # (yaml, line, field fragment, message fragment)
     ("name: x\ncontainers:\n  - name: web\n    imag: busybox\n", 4, "containers[0].imag", "unknown field"),
-    ("name: x\ncontainers:\n  - name: web\n    publish: ['80']\n", 4, "containers[0].publish[0]", "HOST:CONTAINER"),
+    ("name: x\ncontainers:\n  - name: web\n    publish: ['80']\n", 4, "containers[0].publish[0]", "HOST_PORT"),
     ("name: x\ncontainers:\n  - name: Web\n", 3, "containers[0].name", "not a valid name"),
     ("name: x\ncontainers:\n  - name: a\n  - name: a\n", 4, "containers[1].name", "already used"),
     ("name: x\nsteps:\n  - name: s\n    from: ghost\n    send: ping\n    to: 198.51.100.9\n", 4, "steps[0].from", "unknown sender"),
