@@ -214,7 +214,9 @@ def _predict_step(s: Scenario, plan: Plan, g: nx.Graph, st: Step, nat: NatState,
             elif s.host.hairpin_mode:
                 forward.append(HopPrediction(c.veth, after, "forward"))
             else:
-                reply_ok = False
+                # dropped by the bridge before POSTROUTING: the conntrack entry is never
+                # confirmed, so no NEW event either (measured)
+                reply_ok, conntrack_here = False, False
                 notes.append("hairpin_mode is off: br_netfilter bridges the DNATed frame back to "
                              "the port it came in by, which the bridge refuses")
         else:
