@@ -44,7 +44,7 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
     from .lab.engines import make_engine
     from .lab.lab import Lab
     from .lab.steps import run_step
-    from .trace.capture import Capture
+    from .trace.capture import Capture, stop_captures
     from .trace.conntrack import ConntrackWatcher, dump_table
     from .trace.store import TraceWriter
 
@@ -59,7 +59,7 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
     trace_dir.mkdir(parents=True, exist_ok=True)
     writer = TraceWriter(trace_dir)
     lab = Lab(loaded, name=lab_name, progress=say, engine=eng)
-    capture: Capture | None = None
+    captures: list[Capture] = []
     watcher: ConntrackWatcher | None = None
     stats: list[CaptureStats] = []
     iface_map: dict[str, str] = {}
@@ -69,27 +69,31 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
         lab.up()
         iface_map = lab.interfaces()            # model name -> kernel name
         ifaces = list(iface_map.values())
-        capture = Capture(lab.host_netns, ifaces, trace_dir / "pcap")
+        captures = [Capture(lab.host_netns, ifaces, trace_dir / "pcap")]
+        router_ifaces = list(prediction.plan.router_captured_interfaces)
+        if router_ifaces:   # the home router's public side: the second NAT
+            captures.append(Capture(lab.netns_path("router"), router_ifaces, trace_dir / "pcap"))
         watcher = ConntrackWatcher(lab.host_netns)
         watcher.start()
-        capture.start()
-        say(f"tracer: capturing {', '.join(ifaces)} + conntrack events")
+        for cap in captures:
+            cap.start()
+        say(f"tracer: capturing {', '.join(ifaces + router_ifaces)} + conntrack events")
         for st in s.steps:
             writer.append_event({"type": "step", "name": st.name, "phase": "begin", "ts": time.time()})
             result = run_step(lab, st)
             writer.append_event({"type": "step", "phase": "end", "ts": time.time(), **result.to_json()})
             say(f"step {st.name}: {st.from_} --{st.send}--> {st.to}: "
                 + ("reply" if result.ok else "NO reply") + f" ({result.ended - result.started:.2f}s)")
-        stats = capture.stop()  # waits for the capture ring to drain (and conntrack to catch up)
-        capture = None
+        stats = stop_captures(captures)  # waits for the rings to drain (and conntrack to catch up)
+        captures = []
         events, overflows = watcher.stop()
         watcher = None
         table = dump_table(lab.host_netns)
         writer.append_events([{"type": "conntrack", **_event_json(e)} for e in events + table])
     finally:
-        if capture is not None:
+        if captures:
             try:
-                stats = capture.stop()
+                stats = stop_captures(captures)
             except Exception as e:  # noqa: BLE001 - teardown goes on; the trace is incomplete
                 problems.append(f"capture: {e}")
         if watcher is not None:
@@ -157,6 +161,9 @@ def _interfaces(prediction: Prediction, lab: object, iface_map: dict[str, str]) 
         plan.bridge: {"role": "bridge", "netns": netns, "addresses": [f"{plan.gateway}/{plan.subnet.prefixlen}"]},
         plan.nic: {"role": "nic", "netns": netns, "addresses": [str(plan.nic_ip)]},
     }
+    for name in plan.router_captured_interfaces:
+        by_model[name] = {"role": "upstream", "netns": "home router",
+                          "addresses": [str(plan.home_wan)] if plan.home_wan else []}
     for c in plan.containers.values():
         by_model[c.veth] = {"role": "veth", "netns": netns, "container": c.name, "addresses": [],
                             "peer_address": f"{c.ip}/{plan.subnet.prefixlen}", "peer_mac": c.mac}

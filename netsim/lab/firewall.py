@@ -28,7 +28,17 @@ from ..model.addressing import Plan
 from ..model.nat import publications
 from ..scenario.schema import Scenario
 
-__all__ = ["render_rules"]
+__all__ = ["render_rules", "render_home_router_rules"]
+
+
+def render_home_router_rules(plan: Plan, lab: str) -> str:
+    """The home router: NAPT of its LAN out of its public side, as a home router does."""
+    if plan.home_lan is None:
+        return ""
+    tag = f'-m comment --comment "netsim:{lab}"'
+    return ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+            ":POSTROUTING ACCEPT [0:0]\n"
+            f"-A POSTROUTING -s {plan.home_lan.network} -o wan0 {tag} -j MASQUERADE\nCOMMIT\n")
 
 
 def render_rules(s: Scenario, plan: Plan, lab: str) -> str:

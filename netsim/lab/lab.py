@@ -19,6 +19,7 @@ from ..scenario.schema import Scenario
 from . import netns
 from .command import in_netns, require_tool, run
 from .engine import Engine
+from .firewall import render_home_router_rules
 from .ledger import Ledger, lab_dir, process_start_time
 from .network import LabNames, build_network
 from .teardown import teardown
@@ -84,7 +85,13 @@ class Lab:
         self.ledger.record("dir", str(self.dir))
         t0 = time.monotonic()
         build_network(self.plan, self.names, self.ledger.record)
-        self.progress(f"network: host NIC {self.plan.nic} {self.plan.nic_ip}, ISP router, "
+        if self.plan.home:
+            run(in_netns(netns.netns_path(self.names.home), ["iptables-restore", "-w"]),
+                input=render_home_router_rules(self.plan, self.name))
+        self.progress(f"network: host NIC {self.plan.nic} {self.plan.nic_ip}, "
+                      + (f"home router {self.plan.home_lan} NAPT to {self.plan.home_wan}, "
+                         if self.plan.home else "")
+                      + "ISP router, "
                       f"{len(self.plan.externals)} external hosts on {self.plan.upstream_subnet} "
                       f"({time.monotonic() - t0:.2f}s)")
         self._start_services()

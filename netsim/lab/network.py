@@ -36,6 +36,10 @@ class LabNames:
     def upstream(self) -> str:
         return f"netsim-{self.lab}-up"
 
+    @property
+    def home(self) -> str:
+        return f"netsim-{self.lab}-home"
+
     def container(self, name: str) -> str:
         return f"netsim-{self.lab}-c-{name}"
 
@@ -45,6 +49,8 @@ class LabNames:
     def of(self, who: str, plan: Plan) -> str:
         if who == "host":
             return self.host
+        if who == "router":
+            return self.home
         if who in plan.containers:
             return self.container(who)
         if who in plan.externals:
@@ -76,7 +82,8 @@ CONTAINER_SYSCTLS = {
 def build_network(plan: Plan, names: LabNames, record: Callable[..., None]) -> None:
     """The engine-independent part: the Docker host namespace with its NIC, the upstream
     router and the external hosts.  Each namespace is recorded before it is created."""
-    for ns in [names.host, names.upstream] + [names.external(x) for x in plan.externals]:
+    spaces = [names.host] + ([names.home] if plan.home else []) + [names.upstream]
+    for ns in spaces + [names.external(x) for x in plan.externals]:
         record("netns", ns)
         netns.create(ns)
     try:
@@ -89,35 +96,62 @@ QUIET = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_i
 
 
 def _build_host_and_upstream(plan: Plan, names: LabNames) -> None:
+    # the NIC's wire ends in the ISP router, or in the home router's LAN bridge
+    peer_ns, peer_if = (names.home, "lan-host") if plan.home else (names.upstream, UPSTREAM_NIC)
     with IPRoute(netns=names.host) as ipr:
         up(ipr, "lo")
-        ipr.link("add", ifname=plan.nic, kind="veth",
-                 peer={"ifname": UPSTREAM_NIC, "net_ns_fd": names.upstream})
+        ipr.link("add", ifname=plan.nic, kind="veth", peer={"ifname": peer_if, "net_ns_fd": peer_ns})
         nic = idx(ipr, plan.nic)
         ipr.addr("add", index=nic, address=str(plan.nic_ip.ip), prefixlen=plan.nic_ip.network.prefixlen)
         ipr.link("set", index=nic, state="up")
         ipr.route("add", dst="default", gateway=str(plan.nic_gateway))
+    if plan.home_lan is not None and plan.home_wan is not None:
+        with IPRoute(netns=names.home) as ipr:
+            up(ipr, "lo")
+            ipr.link("add", ifname="lan0", kind="bridge")
+            lan = idx(ipr, "lan0")
+            ipr.addr("add", index=lan, address=str(plan.home_lan.ip), prefixlen=plan.home_lan.network.prefixlen)
+            up(ipr, "lan-host", master=lan)
+            for name in plan.externals:
+                if plan.on_lan(name):
+                    ipr.link("add", ifname=f"lan-{name}"[:15], kind="veth",
+                             peer={"ifname": "eth0", "net_ns_fd": names.external(name)})
+                    up(ipr, f"lan-{name}"[:15], master=lan)
+            ipr.link("set", index=lan, state="up")
+            ipr.link("add", ifname="wan0", kind="veth", peer={"ifname": UPSTREAM_NIC, "net_ns_fd": names.upstream})
+            wan = idx(ipr, "wan0")
+            ipr.addr("add", index=wan, address=str(plan.home_wan.ip), prefixlen=plan.home_wan.network.prefixlen)
+            ipr.link("set", index=wan, state="up")
+            ipr.route("add", dst="default", gateway=str(plan.isp_gateway))
     with IPRoute(netns=names.upstream) as ipr:
         up(ipr, "lo")
-        ipr.addr("add", index=idx(ipr, UPSTREAM_NIC), address=str(plan.nic_gateway),
-                 prefixlen=plan.nic_ip.network.prefixlen)
+        if plan.home_wan is not None:
+            ipr.addr("add", index=idx(ipr, UPSTREAM_NIC), address=str(plan.isp_gateway),
+                     prefixlen=plan.home_wan.network.prefixlen)
+        else:
+            ipr.addr("add", index=idx(ipr, UPSTREAM_NIC), address=str(plan.nic_gateway),
+                     prefixlen=plan.nic_ip.network.prefixlen)
         up(ipr, UPSTREAM_NIC)
         ipr.link("add", ifname=UPSTREAM_BRIDGE, kind="bridge")
         ub = idx(ipr, UPSTREAM_BRIDGE)
         ipr.addr("add", index=ub, address=str(plan.upstream_router),
                  prefixlen=plan.upstream_subnet.prefixlen)
         for name in plan.externals:
+            if plan.on_lan(name):
+                continue
             ipr.link("add", ifname=f"x-{name}"[:15], kind="veth",
                      peer={"ifname": "eth0", "net_ns_fd": names.external(name)})
             up(ipr, f"x-{name}"[:15], master=ub)
         ipr.link("set", index=ub, state="up")
     for name, ip in plan.externals.items():
+        lan_side = plan.on_lan(name) and plan.home_lan is not None
+        prefix = plan.home_lan.network.prefixlen if lan_side and plan.home_lan else plan.upstream_subnet.prefixlen
+        gw = plan.home_lan.ip if lan_side and plan.home_lan else plan.upstream_router
         with IPRoute(netns=names.external(name)) as ipr:
             up(ipr, "lo")
-            ipr.addr("add", index=idx(ipr, "eth0"), address=str(ip),
-                     prefixlen=plan.upstream_subnet.prefixlen)
+            ipr.addr("add", index=idx(ipr, "eth0"), address=str(ip), prefixlen=prefix)
             up(ipr, "eth0")
-            ipr.route("add", dst="default", gateway=str(plan.upstream_router))
+            ipr.route("add", dst="default", gateway=str(gw))
     # IPv6 is off in every lab namespace (as on Docker's default bridge): no router
     # solicitations or MLD reports in the traces.
     netns.write_sysctls(names.host, {
@@ -126,5 +160,7 @@ def _build_host_and_upstream(plan: Plan, names: LabNames) -> None:
         "net.netfilter.nf_conntrack_timestamp": "1",
     })
     netns.write_sysctls(names.upstream, {**QUIET, "net.ipv4.ip_forward": "1"})
+    if plan.home_lan is not None:
+        netns.write_sysctls(names.home, {**QUIET, "net.ipv4.ip_forward": "1"})
     for x in plan.externals:
         netns.write_sysctls(names.external(x), {**QUIET, "net.ipv4.ping_group_range": "0 2147483647"})

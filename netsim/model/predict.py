@@ -13,7 +13,7 @@ from ..scenario.schema import Scenario, Step
 from .addressing import Plan
 from .addressing import plan as make_plan
 from .nat import NatState, Publication, find_publication, publications
-from .topology import HOST_NS, build_graph, ns_of, path_interfaces
+from .topology import HOME_NS, HOME_WAN, HOST_NS, build_graph, ns_of, path_interfaces
 
 __all__ = ["TuplePattern", "HopPrediction", "StepPrediction", "Prediction", "predict"]
 
@@ -141,7 +141,7 @@ def _deSNAT(after: TuplePattern, flow: TuplePattern, brnf: bool) -> TuplePattern
 
 
 def _predict_step(s: Scenario, plan: Plan, g: nx.Graph, st: Step, nat: NatState,
-                  pubs: list[Publication]) -> StepPrediction:
+                  pubs: list[Publication], home_nat: NatState) -> StepPrediction:
     proto = _PROTO[st.send]
     target, port = split_endpoint(st.to)
     dst_ip = str(plan.address_of(target))
@@ -163,9 +163,15 @@ def _predict_step(s: Scenario, plan: Plan, g: nx.Graph, st: Step, nat: NatState,
     conntrack_here = True
     src_ns = ns_of(st.from_, plan)
     brnf = s.host.bridge_nf_call_iptables
+    ct_after: TuplePattern | None = None   # the host's reply tuple when it differs from `after`
+    behind_home = (plan.home_lan is not None and sender_kind == "external" and not plan.on_lan(st.from_)
+                   and (dst in plan.home_lan.network or dst in plan.subnet))
 
     pub = find_publication(pubs, proto, dst_ip, port) if to_host and proto != "icmp" else None
-    if to_host and proto != "icmp" and pub is None:
+    if behind_home:
+        receiver, reply_ok, conntrack_here = None, False, False
+        notes.append("the internet has no route to the home LAN's private addresses")
+    elif to_host and proto != "icmp" and pub is None:
         # nothing is published there: the host itself answers (TCP RST / ICMP port unreachable)
         receiver, reply_ok = "host", False
         if sender_kind != "host":
@@ -242,26 +248,48 @@ def _predict_step(s: Scenario, plan: Plan, g: nx.Graph, st: Step, nat: NatState,
         notes.append(f"nobody has {dst_ip}")
     else:
         path = path_interfaces(g, src_ns, ns_of(receiver, plan)) if receiver else []
-        leaves_by_nic = sender_kind == "container" and any(
-            ns == HOST_NS and name == plan.nic for ns, name, _ in path)
-        if leaves_by_nic and s.host.masquerade:
-            natk.append("snat")
-            snat_port, remapped = nat.masquerade(proto, src_ip, sport, dst_ip, port)
-            if remapped:
-                notes.append(f"source port {sport} is taken towards {dst_ip}:{port}: the kernel remaps it")
-            after = replace(flow, src=str(plan.nic_ip.ip), sport=snat_port)
-        forward = _hops(path, flow, after)
+        forward = []
+        cur = flow
+        for ns, name, seen in path:
+            if name is None and ns == HOST_NS and sender_kind == "container" and s.host.masquerade \
+                    and any(n == plan.nic for _, n, _ in path):
+                # Docker's MASQUERADE out of the NIC
+                natk.append("snat")
+                port_, remapped = nat.masquerade(proto, cur.src, cur.sport, dst_ip, port)
+                if remapped:
+                    notes.append(f"source port {cur.sport} is taken towards {dst_ip}:{port}: the kernel remaps it")
+                cur = replace(cur, src=str(plan.nic_ip.ip), sport=port_)
+            elif name is None and ns == HOME_NS and plan.home_wan is not None and plan.home_lan is not None \
+                    and ipaddress.IPv4Address(cur.src) in plan.home_lan.network \
+                    and any(n == HOME_WAN for _, n, _ in path):
+                # the home router's MASQUERADE out of its public side: the second NAT
+                natk.append("snat-home")
+                port_, remapped = home_nat.masquerade(proto, cur.src, cur.sport, dst_ip, port)
+                if remapped:
+                    notes.append(f"the home router remaps source port {cur.sport}")
+                cur = replace(cur, src=str(plan.home_wan.ip), sport=port_)
+            elif name is not None and seen:
+                forward.append(HopPrediction(name, cur, "forward"))
+        after = cur
         conntrack_here = any(ns == HOST_NS for ns, _, _ in path) and (
             s.host.bridge_nf_call_iptables or any(name is None and ns == HOST_NS for ns, name, _ in path))
-
+        if conntrack_here:
+            # the host's table: its own translation only (the home router keeps its own table)
+            host_after = flow
+            for h in forward:
+                if h.iface == plan.nic:
+                    host_after = replace(h.tuple, dst=flow.dst, dport=flow.dport)
+            ct_after = host_after if "snat-home" in natk else after
     reply_expected = reply_ok and receiver not in (None, "host") and _listens(s, receiver or "", proto, after.dport)
     if reply is None:
         reply = [HopPrediction(h.iface, h.tuple.reversed(), "reply") for h in reversed(forward)]
     if not reply_ok:
         reply = []
-    conntrack = (flow, after.reversed()) if conntrack_here and (forward or sender_kind == "host") else None
+    ct_final = ct_after or after
+    conntrack = (flow, ct_final.reversed()) if conntrack_here and (forward or sender_kind == "host") else None
     values: dict[str, str] = {"reply": str(reply_expected).lower()}
-    values["snat"] = _endpoint_value(after.src, after.sport)
+    nic_hop = next((h.tuple for h in forward if h.iface == plan.nic), after)
+    values["snat"] = _endpoint_value(nic_hop.src, nic_hop.sport)
     values["dnat"] = _endpoint_value(after.dst, after.dport)
     values["server_sees"] = _endpoint_value(after.src, after.sport)
     return StepPrediction(st.name, st.from_, receiver, flow, tuple(forward),
@@ -274,5 +302,6 @@ def predict(s: Scenario) -> Prediction:
     g = build_graph(plan)
     nat = NatState()
     pubs = publications(s, plan)
-    steps = tuple(_predict_step(s, plan, g, st, nat, pubs) for st in s.steps)
+    home_nat = NatState()
+    steps = tuple(_predict_step(s, plan, g, st, nat, pubs, home_nat) for st in s.steps)
     return Prediction(s.name, plan, g, steps)

@@ -11,10 +11,14 @@ import networkx as nx
 
 from .addressing import Plan
 
-__all__ = ["build_graph", "path_interfaces", "HOST_NS", "UPSTREAM_NS", "ns_of"]
+__all__ = ["build_graph", "path_interfaces", "HOST_NS", "UPSTREAM_NS", "HOME_NS", "HOME_WAN",
+           "HOME_LAN_BRIDGE", "ns_of"]
 
 HOST_NS = "ns:host"
 UPSTREAM_NS = "ns:up"
+HOME_NS = "ns:home"          # the home router (upstream kind home-router)
+HOME_LAN_BRIDGE = "lan0"
+HOME_WAN = "wan0"
 UPSTREAM_NIC = "host0"       # the upstream router's side of the host NIC's wire
 UPSTREAM_BRIDGE = "ext0"     # the upstream router's bridge to the external hosts
 
@@ -22,6 +26,8 @@ UPSTREAM_BRIDGE = "ext0"     # the upstream router's bridge to the external host
 def ns_of(name: str, plan: Plan) -> str:
     if name == "host":
         return HOST_NS
+    if name == "router":
+        return HOME_NS
     if name in plan.containers:
         return f"ns:c:{name}"
     if name in plan.externals:
@@ -43,8 +49,20 @@ def build_graph(plan: Plan) -> nx.Graph:
     bridge = _iface(g, HOST_NS, plan.bridge, role="bridge", address=f"{plan.gateway}/{plan.subnet.prefixlen}",
                     captured=True)
     nic = _iface(g, HOST_NS, plan.nic, role="nic", address=str(plan.nic_ip), captured=True)
-    up_nic = _iface(g, UPSTREAM_NS, UPSTREAM_NIC, role="upstream-nic", address=f"{plan.nic_gateway}/{plan.nic_ip.network.prefixlen}")
-    g.add_edge(nic, up_nic, kind="wire")
+    if plan.home_lan is not None and plan.home_wan is not None:
+        g.add_node(HOME_NS, kind="ns", role="home-router", label="home router")
+        lan = _iface(g, HOME_NS, HOME_LAN_BRIDGE, role="home-lan", address=str(plan.home_lan))
+        port = _iface(g, HOME_NS, "lan-host", role="home-lan-port")
+        g.add_edge(nic, port, kind="wire")
+        g.add_edge(port, lan, kind="bridge-port")
+        wan = _iface(g, HOME_NS, HOME_WAN, role="home-wan", address=str(plan.home_wan), captured=True)
+        up_nic = _iface(g, UPSTREAM_NS, UPSTREAM_NIC, role="upstream-nic",
+                        address=f"{plan.isp_gateway}/{plan.home_wan.network.prefixlen}")
+        g.add_edge(wan, up_nic, kind="wire")
+    else:
+        up_nic = _iface(g, UPSTREAM_NS, UPSTREAM_NIC, role="upstream-nic",
+                        address=f"{plan.nic_gateway}/{plan.nic_ip.network.prefixlen}")
+        g.add_edge(nic, up_nic, kind="wire")
     up_br = _iface(g, UPSTREAM_NS, UPSTREAM_BRIDGE, role="upstream-bridge",
                    address=f"{plan.upstream_router}/{plan.upstream_subnet.prefixlen}")
     for c in plan.containers.values():
@@ -58,6 +76,12 @@ def build_graph(plan: Plan) -> nx.Graph:
     for name, ip in plan.externals.items():
         ns = f"ns:x:{name}"
         g.add_node(ns, kind="ns", role="external", label=name, ip=str(ip))
+        if plan.on_lan(name) and plan.home_lan is not None:
+            inner = _iface(g, ns, "eth0", role="external-eth", address=f"{ip}/{plan.home_lan.network.prefixlen}")
+            port = _iface(g, HOME_NS, f"lan-{name}"[:15], role="home-lan-port")
+            g.add_edge(inner, port, kind="veth")
+            g.add_edge(port, f"if:home:{HOME_LAN_BRIDGE}", kind="bridge-port")
+            continue
         inner = _iface(g, ns, "eth0", role="external-eth", address=f"{ip}/{plan.upstream_subnet.prefixlen}")
         port = _iface(g, UPSTREAM_NS, f"x-{name}"[:15], role="upstream-port")
         g.add_edge(inner, port, kind="veth")

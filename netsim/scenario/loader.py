@@ -16,7 +16,7 @@ __all__ = ["load_scenario", "parse_scenario", "LoadedScenario", "split_endpoint"
 
 Loc = tuple[str | int, ...]
 # Names every scenario has: the Docker host (its NIC address) and the bridge's gateway address.
-RESERVED = ("host", "gateway")
+RESERVED = ("host", "gateway", "router")   # router: the home router's public address
 
 
 class LoadedScenario:
@@ -164,11 +164,28 @@ def _check_semantics(s: Scenario, path: str, lines: dict[Loc, int]) -> None:
                 published[key] = (("containers", i, "publish", j), str(p.host_ip) if p.host_ip else None)
     ext_net = s.upstream.subnet
     router = next(ext_net.hosts())
+    home = s.upstream.kind == "home-router"
+    lan = s.upstream.lan
+    if home:
+        for net, loc in ((lan, ("upstream", "lan")), (s.upstream.wan.network, ("upstream", "wan"))):
+            for other_net in (bridge.subnet, ext_net):
+                if net.overlaps(other_net):
+                    fail(loc, f"{net} overlaps {other_net}")
+        if lan.overlaps(s.upstream.wan.network):
+            fail(("upstream", "wan"), f"{s.upstream.wan.network} overlaps the LAN {lan}")
+        if lan.prefixlen > 29:
+            fail(("upstream", "lan"), f"{lan} is too small for a router, the Docker host and LAN hosts")
+    lan_taken = set(list(lan.hosts())[:2]) if home else set()
     for i, x in enumerate(s.externals):
-        if x.address not in ext_net or x.address == router:
+        if home and x.address in lan:
+            if x.address in lan_taken or x.address in (lan.network_address, lan.broadcast_address):
+                fail(("externals", i, "address"),
+                     f"{x.address} is the home router's or the Docker host's address on {lan}")
+        elif x.address not in ext_net or x.address == router:
+            where = f"the home LAN {lan} or " if home else ""
             fail(("externals", i, "address"),
-                 f"{x.address} must be a host address of the upstream subnet {ext_net} other than "
-                 f"the router {router}")
+                 f"{x.address} must be a host address of {where}the upstream subnet {ext_net} "
+                 f"other than the router {router}")
         if x.address in used_ips:
             fail(("externals", i, "address"), f"{x.address} is already used")
         used_ips[x.address] = ("externals", i, "address")

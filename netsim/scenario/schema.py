@@ -29,8 +29,9 @@ def _check_name(v: str) -> str:
     if not NAME_RE.match(v):
         raise ValueError(f"{v!r} is not a valid name (lower-case letters, digits and '-', "
                          "starting with a letter, at most 15 characters)")
-    if v in ("host", "gateway"):
-        raise ValueError(f"{v!r} is reserved: it names the Docker host's NIC / the bridge gateway address")
+    if v in ("host", "gateway", "router"):
+        raise ValueError(f"{v!r} is reserved: it names the Docker host's NIC, the bridge gateway or "
+                         "the home router's public address")
     return v
 
 
@@ -65,10 +66,18 @@ class HostConfig(_Strict):
 
 
 class Upstream(_Strict):
-    """What is beyond the NIC.  `isp`: a router that routes to the external hosts' subnet."""
+    """What is beyond the NIC.
 
-    kind: Literal["isp"] = "isp"
+    `isp`: the NIC's gateway is an ISP router that routes to the external hosts' subnet.
+    `home-router`: the NIC sits on a home LAN (`lan`, default 192.168.0.0/24: router .1, Docker
+    host .2) behind a router that NAPTs again out of its public address `wan` — double NAT, as
+    the seed's router example.  External hosts whose address is in `lan` are LAN hosts sharing
+    the router; the others are on the internet side (`subnet`)."""
+
+    kind: Literal["isp", "home-router"] = "isp"
     subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("198.51.100.0/24")
+    lan: ipaddress.IPv4Network = ipaddress.IPv4Network("192.168.0.0/24")
+    wan: ipaddress.IPv4Interface = ipaddress.IPv4Interface("203.0.113.2/24")
 
 
 class Service(_Strict):
