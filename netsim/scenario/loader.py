@@ -190,6 +190,20 @@ def _check_semantics(s: Scenario, path: str, lines: dict[Loc, int]) -> None:
             fail(("externals", i, "address"), f"{x.address} is already used")
         used_ips[x.address] = ("externals", i, "address")
 
+    seen_links: set[str] = set()
+    for i, ln in enumerate(s.links):
+        if ln.at not in ("nic", "wan") and ln.at not in [c.name for c in s.containers]:
+            fail(("links", i, "at"), f"unknown link {ln.at!r}: 'nic', 'wan' or a container's name")
+        if ln.at == "wan" and s.upstream.kind != "home-router":
+            fail(("links", i, "at"), "'wan' is the home router's public side: needs upstream kind home-router")
+        if ln.at in seen_links:
+            fail(("links", i, "at"), f"link {ln.at!r} is impaired twice")
+        seen_links.add(ln.at)
+        if ln.jitter is not None and ln.delay is None:
+            fail(("links", i, "jitter"), "jitter needs a delay")
+        if ln.rate is None and ln.loss is None and ln.delay is None:
+            fail(("links", i), "a link needs at least one of rate, loss, delay")
+
     step_names: set[str] = set()
     for i, st in enumerate(s.steps):
         if st.name in step_names:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 __all__ = [
     "Scenario", "Container", "External", "Service", "Publish", "Limits", "Step", "Expect",
-    "HostConfig", "Nic", "Bridge", "Upstream", "NAME_RE", "SEND_KINDS",
+    "HostConfig", "Nic", "Bridge", "Upstream", "Link", "NAME_RE", "SEND_KINDS",
 ]
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
@@ -186,6 +186,37 @@ class Step(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+_RATE_RE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit)$")
+_TIME_RE = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s)$")
+
+
+class Link(_Strict):
+    """Impairments on one link, applied at its egress (as tc qdiscs are).  `at`: `nic` (the
+    Docker host's uplink, both ways), `wan` (the home router's public side) or a container's
+    name (its eth0).  `rate` uses tc tbf; `loss` drops at random (iptables statistic); `delay`
+    and `jitter` need the kernel's sch_netem."""
+
+    at: str
+    rate: str | None = Field(default=None, description="e.g. 10mbit, 512kbit")
+    loss: float | None = Field(default=None, ge=0, le=100, description="percent of packets dropped")
+    delay: str | None = Field(default=None, description="e.g. 20ms (needs sch_netem)")
+    jitter: str | None = Field(default=None, description="e.g. 5ms (needs sch_netem and delay)")
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, v: str | None) -> str | None:
+        if v is not None and not _RATE_RE.match(v):
+            raise ValueError(f"{v!r} is not a rate like 10mbit, 512kbit, 1gbit")
+        return v
+
+    @field_validator("delay", "jitter")
+    @classmethod
+    def _time(cls, v: str | None) -> str | None:
+        if v is not None and not _TIME_RE.match(v):
+            raise ValueError(f"{v!r} is not a time like 20ms, 500us, 1s")
+        return v
+
+
 class Scenario(_Strict):
     name: Annotated[str, BeforeValidator(lambda v: v)]
     description: str = ""
@@ -193,6 +224,7 @@ class Scenario(_Strict):
     upstream: Upstream = Upstream()
     containers: list[Container] = Field(default_factory=list)
     externals: list[External] = Field(default_factory=list)
+    links: list[Link] = Field(default_factory=list)
     steps: list[Step] = Field(default_factory=list)
 
     @field_validator("name")
