@@ -91,3 +91,51 @@ def test_masquerade_port_selection_matches_linux() -> None:
     assert nat.masquerade("udp", "172.17.0.2", 40000, "198.51.100.10", 53) == (None, True)
     # but towards a destination where 40000 is free, that host keeps its port
     assert nat.masquerade("udp", "172.17.0.2", 40001, "198.51.100.10", 53) == (40001, False)
+
+
+def _scenario(rel: str):
+    return load_scenario(ROOT / rel).scenario
+
+
+def test_hairpin_predictions_follow_the_measured_kernel() -> None:
+    # both switches on (Docker's userland-proxy=false defaults)
+    p = predict(_scenario("scenarios/regression/hairpin.yaml"))
+    self_, peer, loop = p.step("hairpin-self"), p.step("hairpin-peer"), p.step("host-loopback")
+    assert self_.reply_expected and self_.nat == ("dnat", "snat")
+    assert self_.values["server_sees"] == "172.17.0.1:?"          # the gateway, port kept
+    # br_netfilter DNATs at the bridge port: docker0 already sees the container's address
+    assert str(self_.forward[1].tuple) == "tcp 172.17.0.2:* -> 172.17.0.2:80"
+    assert peer.reply_expected and peer.values["server_sees"] == "172.17.0.3:?"
+    assert [h.iface for h in peer.reply] == [p.plan.containers["web"].veth, p.plan.containers["client"].veth]
+    assert loop.values["server_sees"] == "172.17.0.1:42000" and loop.nat == ("dnat", "snat")
+    # switches off: routed hairpin works without hairpin mode, the peer's reply is not de-NATed
+    off = predict(_scenario("scenarios/regression/hairpin-off.yaml"))
+    assert off.step("hairpin-self").reply_expected
+    assert not off.step("hairpin-peer").reply_expected
+    # hairpin mode off with br_netfilter: the bridge refuses to send the frame back
+    nomode = predict(_scenario("scenarios/regression/hairpin-nomode.yaml"))
+    assert not nomode.step("hairpin-self").reply_expected and nomode.step("hairpin-self").conntrack is None
+    assert nomode.step("hairpin-peer").reply_expected
+
+
+def test_publish_variants() -> None:
+    p = predict(_scenario("scenarios/regression/publish.yaml"))
+    assert not p.step("loopback-only-from-outside").reply_expected
+    assert p.step("loopback-only-from-host").values["dnat"] == "172.17.0.2:80"
+    assert p.step("range-second").values["dnat"] == "172.17.0.2:81"
+    assert not p.step("range-second").reply_expected            # nothing listens on 81
+    assert p.step("second-container").receiver == "web2"
+
+
+def test_double_nat_translates_twice() -> None:
+    p = predict(_scenario("scenarios/regression/double-nat.yaml"))
+    assert str(p.plan.nic_ip) == "192.168.0.2/24" and str(p.plan.home_wan) == "203.0.113.2/24"
+    out = p.step("container-out")
+    assert out.nat == ("snat", "snat-home")
+    assert [(h.iface, str(h.tuple)) for h in out.forward][-2:] == [
+        ("eth0", "tcp 192.168.0.2:* -> 198.51.100.10:80"),
+        ("wan0", "tcp 203.0.113.2:* -> 198.51.100.10:80")]
+    # the Docker host's conntrack holds its own translation only
+    assert str(out.conntrack[1]) == "tcp 198.51.100.10:80 -> 192.168.0.2:*"
+    assert p.step("lan-host-out").nat == ("snat-home",)
+    assert not p.step("internet-to-lan").reply_expected
