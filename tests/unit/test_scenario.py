@@ -44,7 +44,7 @@ BAD = [
     ("name: x\nlinks:\n  - at: nowhere\n    rate: 1mbit\n", 3, "links[0].at", "unknown link"),
     ("name: x\nlinks:\n  - at: nic\n    rate: fast\n", 4, "links[0].rate", "not a rate"),
     ("name: x\nlinks:\n  - at: wan\n    loss: 5\n", 3, "links[0].at", "home-router"),
-    ("name: x\nlinks:\n  - at: nic\n    jitter: 5ms\n", 3, "links[0].jitter", "needs a delay"),
+    ("name: x\nlinks:\n  - at: nic\n    jitter: 5ms\n", 4, "links[0].jitter", "needs a delay"),
     ("name: x\nupstream: {kind: home-router}\nexternals:\n  - name: l\n    address: 192.168.0.2\n", 5,
      "externals[0].address", "Docker host's address"),
     ("name: x\ncontainers:\n  - name: a\n    publish: ['10.1.1.1:80:80']\n", 4, "containers[0].publish[0]",
