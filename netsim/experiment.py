@@ -10,8 +10,9 @@ import platform
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import TraceError
@@ -23,6 +24,7 @@ from .verify import Observation, Report, StepRecord, verify
 __all__ = ["RunResult", "run_scenario", "load_observation", "verify_trace"]
 
 Progress = Callable[[str], None]
+NAT_DISAGREEMENT = "NAT table, packets vs conntrack: "
 
 
 @dataclass
@@ -46,7 +48,7 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
     from .lab.steps import run_step
     from .trace.capture import Capture, stop_captures
     from .trace.conntrack import ConntrackWatcher, dump_table
-    from .trace.store import TraceWriter
+    from .trace.store import TraceWriter, event_to_json
 
     say: Progress = progress or (lambda _m: None)
     t_start = time.monotonic()
@@ -67,6 +69,9 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
     problems: list[str] = []
     try:
         lab.up()
+        writer.append_event({"type": "lifecycle", "what": "lab", "phase": "up", "ts": time.time(),
+                             "lab": lab.name, "engine": lab.engine.name,
+                             "containers": [c.name for c in s.containers]})
         iface_map = lab.interfaces()            # model name -> kernel name
         ifaces = list(iface_map.values())
         captures = [Capture(lab.host_netns, ifaces, trace_dir / "pcap")]
@@ -89,7 +94,10 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
         events, overflows = watcher.stop()
         watcher = None
         table = dump_table(lab.host_netns)
-        writer.append_events([{"type": "conntrack", **_event_json(e)} for e in events + table])
+        writer.append_events([event_to_json(e) for e in events + table])
+        if overflows:
+            say(f"tracer: conntrack's event socket overflowed {overflows} time(s) (ENOBUFS): "
+                "events were lost, the trace is incomplete")
     finally:
         if captures:
             try:
@@ -108,11 +116,13 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
                 lab.down()
             finally:
                 signal.signal(signal.SIGINT, old)
+            writer.append_event({"type": "lifecycle", "what": "lab", "phase": "down",
+                                 "ts": time.time(), "lab": lab.name})
             say(f"lab {lab.name}: torn down")
         else:
             say(f"lab {lab.name}: kept (netsim down {lab.name})")
-    drops = sum(c.kernel_drops + c.if_drops for c in stats)
-    complete = bool(stats) and drops == 0 and overflows == 0
+    drops = sum(c.kernel_drops + c.if_drops + c.not_written for c in stats)
+    complete = bool(stats) and drops == 0 and overflows == 0 and not problems
     writer.write_manifest({
         "scenario": {"name": s.name, "path": loaded.path, "text": loaded.text},
         "scenario_sha256": loaded.sha256,
@@ -128,16 +138,11 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
         "problems": problems,
     })
     observation = load_observation(trace_dir)
+    nat = [p for p in observation.problems if p.startswith(NAT_DISAGREEMENT)]
+    say("tracer: NAT table from packets and from conntrack "
+        + (f"DISAGREE: {'; '.join(n.removeprefix(NAT_DISAGREEMENT) for n in nat)}" if nat else "agree"))
     report = verify(s, prediction, observation)
     return RunResult(report, trace_dir, prediction, observation, time.monotonic() - t_start)
-
-
-def _event_json(e: object) -> dict[str, object]:
-    d = dict(e.__dict__)
-    for k in ("original", "reply"):
-        d[k] = dict(d[k].__dict__)
-    d["status"] = list(d["status"])
-    return d
 
 
 def _tool_versions() -> dict[str, str]:
@@ -172,15 +177,13 @@ def _interfaces(prediction: Prediction, lab: object, iface_map: dict[str, str]) 
 
 def load_observation(trace_dir: Path) -> Observation:
     """Everything verify needs, from a trace directory (pure: no root, no kernel)."""
-    from .trace.journeys import build_journeys
+    from .trace.nat_table import bindings_from_conntrack, bindings_from_journeys, cross_check
     from .trace.store import TraceReader
 
     r = TraceReader(trace_dir)
-    packets = r.packets()
     # name interfaces as the model does (an engine such as Docker picks its own veth names)
     rename = {k: str(v.get("model_name", k)) for k, v in (r.manifest.get("interfaces") or {}).items()}
-    if any(k != v for k, v in rename.items()):
-        packets = [replace(p, iface=rename.get(p.iface, p.iface)) for p in packets]
+    packets, journeys = r.analyse(rename=rename)
     steps: dict[str, StepRecord] = {}
     begins: dict[str, float] = {}
     for ev in r.events():
@@ -197,12 +200,27 @@ def load_observation(trace_dir: Path) -> Observation:
     for c in m.get("capture", []):
         if c.get("kernel_drops") or c.get("if_drops"):
             problems.append(f"capture on {c['iface']} dropped {c.get('kernel_drops', 0) + c.get('if_drops', 0)} packets")
+        if c.get("not_written"):
+            problems.append(f"capture on {c['iface']}: {c['not_written']} packets seen by the kernel "
+                            "were never written (tcpdump stopped before its ring drained)")
     if m.get("conntrack_overflows"):
-        problems.append(f"conntrack event socket overflowed {m['conntrack_overflows']} time(s)")
+        problems.append(f"conntrack event socket overflowed {m['conntrack_overflows']} time(s) "
+                        "(ENOBUFS): conntrack events were lost")
     if not m.get("capture"):
         problems.append("no capture statistics: the capture did not finish")
-    return Observation(packets, build_journeys(packets, tie_order=r.tie_order()), r.conntrack_events(), steps,
-                       complete=bool(m.get("complete")), problems=problems)
+    conntrack = r.conntrack_events()
+    problems += [NAT_DISAGREEMENT + d for d in
+                 cross_check(bindings_from_journeys(journeys), bindings_from_conntrack(conntrack))]
+    return Observation(packets, journeys, conntrack, steps,
+                       complete=bool(m.get("complete")) and not _lost(m), problems=problems)
+
+
+def _lost(m: dict[str, Any]) -> bool:
+    """Drops or overflows recorded in a manifest (whatever its ``complete`` says)."""
+    caps = m.get("capture") or []
+    return bool(m.get("conntrack_overflows")) or any(
+        c.get("kernel_drops") or c.get("if_drops") or c.get("not_written")
+        for c in caps if isinstance(c, dict))
 
 
 def verify_trace(trace_dir: Path) -> tuple[Report, Prediction]:

@@ -2,42 +2,88 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from ..errors import NetsimError
+
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks, side by side with their anchors (root).")
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @bench_app.command("tracer")
-def bench_tracer(count: int = typer.Option(100_000, "--count", help="UDP datagrams in the burst"),
-                 analysis: Path | None = typer.Option(None, "--analysis",
-                                                         help="also time pcap -> journeys on this trace dir"),
+def bench_tracer(count: int = typer.Option(200_000, "--count", help="UDP datagrams in the burst"),
+                 analysis: bool = typer.Option(False, "--analysis",
+                                               help="only time the offline analysis (pcap -> journeys)"),
+                 trace: Path | None = typer.Option(None, "--trace",
+                                                   help="with --analysis: analyse this saved trace "
+                                                        "(no root) instead of a fresh burst"),
+                 keep_trace: Path | None = typer.Option(None, "--keep-trace",
+                                                        help="save the burst's trace directory here"),
+                 runs: int = typer.Option(3, "--runs", help="analysis runs (the median is reported)"),
                  tcpdump: bool = typer.Option(True, "--tcpdump/--no-tcpdump",
-                                              help="also capture the same burst as plain tcpdump -w would"),
+                                              help="capture the same burst with plain tcpdump -w too"),
                  json_out: bool = typer.Option(False, "--json")) -> None:
-    """Capture a UDP burst through a router on every interface of the path: sent vs kept."""
-    from ..lab.lab import check_environment
+    """A UDP burst through a NAPT path, captured on 5 interfaces by netsim and by plain tcpdump
+    at the same time (sent vs kept), then analysed offline (packets/s from pcap to journeys)."""
+    import tempfile
+
     from ..trace.bench import analysis_rate, capture_burst
-    check_environment()
-    ours = capture_burst(count)
-    plain = {r.iface: r for r in capture_burst(count, buffer_kib=2048, drain_s=0.0)} if tcpdump else {}
-    rate = analysis_rate(analysis) if analysis else None
-    rows = [{"name": r.iface, "sent": r.sent, "kept": r.matched, "kernel_drops": r.kernel_drops,
-             "not_written": r.not_written,
-             "tcpdump_kept": plain[r.iface].matched if r.iface in plain else None} for r in ours]
+    try:
+        burst = None
+        with tempfile.TemporaryDirectory(prefix="netsim-bench-") as tmp:
+            target = trace
+            if target is None or not analysis:
+                from ..lab.lab import check_environment
+                check_environment()
+                target = keep_trace or Path(tmp) / "trace"
+                burst = capture_burst(count, plain_tcpdump=tcpdump, trace_dir=target)
+            rate = analysis_rate(target, runs=runs)
+    except NetsimError as e:
+        err.print(f"[red]netsim:[/] {escape(str(e))}", highlight=False)
+        raise typer.Exit(e.exit_code) from None
+    rows = [{"name": r.name, "netns": r.netns, "sent": r.sent, "iface_packets": r.iface_packets,
+             "kept": r.kept, "kernel_drops": r.kernel_drops, "not_written": r.not_written,
+             "tcpdump_kept": r.tcpdump_kept, "tcpdump_kernel_drops": r.tcpdump_kernel_drops}
+            for r in (burst.interfaces if burst and not analysis else [])]
     if json_out:
-        print(json.dumps({"count": count, "interfaces": rows, "analysis_packets_per_s": rate}))
+        print(json.dumps({"count": count if burst else None,
+                          "send_rate": round(burst.send_rate) if burst else None,
+                          "lossless": burst.lossless if burst and not analysis else None,
+                          "interfaces": rows,
+                          "analysis_packets_per_s": round(rate.packets_per_s),
+                          "analysis": rate.as_dict(),
+                          "trace_dir": str(keep_trace or trace or "")}))
         return
-    t = Table(title=f"tracer: a {count:,}-datagram UDP burst, captured on each interface of the path")
-    for col in ("interface", "sent", "kept (netsim)", "kernel drops", "not written", "kept (plain tcpdump)"):
-        t.add_column(col, justify="right")
-    for r in rows:
-        t.add_row(str(r["name"]), f"{r['sent']:,}", f"{r['kept']:,}", str(r["kernel_drops"]),
-                  str(r["not_written"]), "-" if r["tcpdump_kept"] is None else f"{r['tcpdump_kept']:,}")
-    out.print(t)
-    if rate is not None:
-        out.print(f"analysis: {rate:,.0f} packets/s from pcap to journeys")
+    if burst is not None and not analysis:
+        t = Table(title=f"tracer capture: a {burst.sent:,}-datagram UDP burst at "
+                        f"{burst.send_rate:,.0f}/s, each interface captured by netsim and by "
+                        f"plain `tcpdump -w` at the same time")
+        for col in ("interface", "netns", "sent", "iface counters", "kept (netsim)",
+                    "kernel drops", "not written", "kept (tcpdump -w)", "tcpdump kernel drops"):
+            t.add_column(col, justify="right")
+        for r in burst.interfaces:
+            t.add_row(r.name, r.netns, f"{r.sent:,}", f"{r.iface_packets:,}", f"{r.kept:,}",
+                      str(r.kernel_drops), str(r.not_written),
+                      "-" if r.tcpdump_kept is None else f"{r.tcpdump_kept:,}",
+                      "-" if r.tcpdump_kernel_drops is None else str(r.tcpdump_kernel_drops))
+        out.print(t)
+        out.print("[green]lossless: kept = sent on every interface[/]" if burst.lossless
+                  else "[red]NOT lossless: see kept / drops above[/]")
+    a = Table(title=f"tracer analysis: {rate.packets:,} packets -> {rate.journeys:,} journeys "
+                    f"(median of {rate.runs} runs)")
+    a.add_column("stage")
+    a.add_column("packets/s", justify="right")
+    a.add_row("netsim: pcap -> journeys (end to end)", f"{rate.packets_per_s:,.0f}")
+    a.add_row("netsim: pcap -> packets (decode)", f"{rate.decode_per_s:,.0f}")
+    a.add_row("netsim: packets -> journeys", f"{rate.journeys_per_s:,.0f}")
+    a.add_row("netsim: pcap -> journeys + every hop's changes", f"{rate.with_hops_per_s:,.0f}")
+    for name, value in rate.anchors.items():
+        a.add_row(f"anchor: {name.removesuffix('_per_s').replace('_', ' ')}", f"{value:,.0f}")
+    out.print(a)

@@ -67,8 +67,17 @@ def require_tools(*names: str) -> dict[str, str]:
 
 
 def tcpdump_argv(tcpdump: str, iface: str, out_file: Path, buffer_kib: int,
-                 snaplen: int, bpf_filter: str = "", immediate: bool = False) -> list[str]:
-    """The tcpdump command line used for one interface (without the nsenter prefix)."""
+                 snaplen: int, bpf_filter: str = "", immediate: bool = False,
+                 plain: bool = False) -> list[str]:
+    """The tcpdump command line used for one interface (without the nsenter prefix).
+
+    ``plain`` is the benchmark's anchor: ``tcpdump -i IF -w FILE`` as people type it, with
+    tcpdump's defaults (2 MiB buffer, microsecond stamps, buffered writes); only ``-Z root``
+    is added so it can write into a root-owned directory (it does not change the capture).
+    """
+    if plain:
+        return [tcpdump, "-i", iface, "-w", str(out_file), "-Z", "root",
+                *([bpf_filter] if bpf_filter else [])]
     argv = [tcpdump, "-i", iface, "-w", str(out_file), "-n", "-U", "-B", str(buffer_kib),
             "-s", str(snaplen), "-Z", "root", "-Q", "inout",
             "--time-stamp-precision=nano"]
@@ -125,7 +134,8 @@ class Capture:
 
     def __init__(self, netns_path: str, ifaces: Sequence[str], out_dir: Path,
                  buffer_kib: int = 32768, snaplen: int = 262144, bpf_filter: str = "",
-                 immediate: bool = False, drain_s: float | None = None) -> None:
+                 immediate: bool = False, drain_s: float | None = None,
+                 plain: bool = False) -> None:
         if not ifaces:
             raise TraceError("Capture needs at least one interface")
         if len(set(ifaces)) != len(ifaces):
@@ -137,6 +147,7 @@ class Capture:
         self.snaplen = snaplen
         self.bpf_filter = bpf_filter
         self.immediate = immediate
+        self.plain = plain
         self.drain_s = drain_s if drain_s is not None else (
             0.05 if immediate else RING_BLOCK_TIMEOUT_S + 0.1)
         self._running: list[_Running] = []
@@ -160,7 +171,7 @@ class Capture:
                 argv = [tools["nsenter"], f"--net={self.netns_path}",
                         *tcpdump_argv(tools["tcpdump"], iface, self.pcap_path(iface),
                                       self.buffer_kib, self.snaplen, self.bpf_filter,
-                                      self.immediate)]
+                                      self.immediate, self.plain)]
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 run = _Running(iface, argv, proc)

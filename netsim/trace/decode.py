@@ -24,8 +24,9 @@ from __future__ import annotations
 import socket
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ _PCAP_MAGICS: dict[bytes, tuple[str, int]] = {
     b"\xa1\xb2\x3c\x4d": (">", 1),
 }
 _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+_INDEX = itemgetter(2)                     # Packet.index
 
 
 @dataclass(frozen=True)
@@ -194,10 +196,86 @@ def decode_pcap(path: Path, iface: str,
         return _decode(path, data, iface, {} if tuples is None else tuples)
 
 
+def _fast_pcap_ethernet(data: bytes, iface: str, interned: dict[object, FiveTuple],
+                        packets: list[Packet]) -> tuple[list[tuple[int, int, int, int, int]], int]:
+    """The common case, inlined: a classic pcap of Ethernet frames carrying IPv4 TCP/UDP.
+
+    Appends those packets to ``packets`` and returns every other record as a span
+    ``(link_type, ts_ns, offset, caplen, index)`` for the general decoder, and the record count.
+    """
+    endian, mult = _PCAP_MAGICS[data[:4]]
+    unpack_rec = struct.Struct(endian + "III").unpack_from
+    unpack_fast = struct.Struct("!12sHB1xHHHBB2x12s").unpack_from   # Ethernet + IPv4 (IHL 5)
+    unpack_ports = struct.Struct("!HH").unpack_from
+    unpack_tcp = struct.Struct("!4xIIBB").unpack_from         # seq, ack, doff, flags
+    append = packets.append
+    new_packet = tuple.__new__
+    ntoa = socket.inet_ntoa
+    crc32 = zlib.crc32
+    flag_text = _FLAG_TEXT
+    mac_cache: dict[bytes, tuple[str, str]] = {}
+    caches: dict[int, dict[bytes, FiveTuple]] = {6: {}, 17: {}}
+    slow: list[tuple[int, int, int, int, int]] = []
+    off, end_all, index = 24, len(data), -1
+    while off + 16 <= end_all:
+        sec, frac, incl = unpack_rec(data, off)
+        o = off + 16
+        off = o + incl
+        if off > end_all:           # a capture cut short (tcpdump killed): stop cleanly
+            break
+        index += 1
+        ts_ns = sec * 1_000_000_000 + frac * mult
+        if incl >= 38:
+            raw, ethertype, vihl, total_len, ip_id, frag, ttl, proto, addr_ports = \
+                unpack_fast(data, o)
+            if ethertype == 0x0800 and vihl == 0x45 and not frag & 0x1FFF and (
+                    proto == 6 or proto == 17):
+                macs = mac_cache.get(raw)
+                if macs is None:
+                    macs = mac_cache[raw] = (raw[6:12].hex(":"), raw[0:6].hex(":"))
+                cache = caches[proto]
+                ft = cache.get(addr_ports)
+                if ft is None:
+                    sport, dport = unpack_ports(addr_ports, 8)
+                    ft = FiveTuple("tcp" if proto == 6 else "udp", ntoa(addr_ports[0:4]), sport,
+                                   ntoa(addr_ports[4:8]), dport)
+                    ft = cache[addr_ports] = interned.setdefault(ft, ft)
+                l4 = o + 34
+                end = o + 14 + total_len
+                if end > off:
+                    end = off
+                if proto == 17:
+                    pay = l4 + 8
+                    append(new_packet(Packet, (
+                        ts_ns / 1e9, iface, index, ft, ip_id, total_len, ttl, "", 0, 0, -1,
+                        crc32(data[pay:end]) if pay < end else 0, macs[0], macs[1], ts_ns)))
+                    continue
+                if end >= l4 + 14:
+                    seq, ack, doff, fl = unpack_tcp(data, l4)
+                    pay = l4 + (doff >> 4) * 4
+                    append(new_packet(Packet, (
+                        ts_ns / 1e9, iface, index, ft, ip_id, total_len, ttl, flag_text[fl], seq,
+                        ack, -1, crc32(data[pay:end]) if pay < end else 0, macs[0], macs[1],
+                        ts_ns)))
+                    continue
+        slow.append((LINKTYPE_ETHERNET, ts_ns, o, incl, index))
+    return slow, index + 1
+
+
 def _decode(path: Path, data: bytes, iface: str,
             interned: dict[object, FiveTuple]) -> tuple[list[Packet], DecodeStats]:
     packets: list[Packet] = []
     append = packets.append
+    spans: Iterable[tuple[int, int, int, int, int]]
+    fast_records = 0
+    if data[:4] in _PCAP_MAGICS and len(data) >= 24 and \
+            struct.unpack_from(_PCAP_MAGICS[data[:4]][0] + "I", data, 20)[0] & 0x0FFFFFFF \
+            == LINKTYPE_ETHERNET:
+        spans, fast_records = _fast_pcap_ethernet(data, iface, interned, packets)
+        n_fast = len(packets)
+    else:
+        spans = ((lt, ts, o, cl, i) for i, (lt, ts, o, cl) in enumerate(_spans(path, data)))
+        n_fast = 0
     ntoa = socket.inet_ntoa
     crc32 = zlib.crc32
     unpack_ip = struct.Struct("!2xHHHBB").unpack_from         # len, id, frag, ttl, proto
@@ -210,14 +288,15 @@ def _decode(path: Path, data: bytes, iface: str,
     proto_names = _PROTO_NAMES
     echo_types = _ICMP_ECHO_TYPES
     vlan_types = _ETH_VLAN
-    new_packet = Packet.__new__
+    new_packet = tuple.__new__
     non_ip = truncated = 0
     link_types: set[int] = set()
     index = -1
     unpack_fast = struct.Struct("!12sHB1xHHHBB2x12s").unpack_from   # Ethernet + IPv4 (IHL 5)
     fast_caches: dict[int, dict[bytes, FiveTuple]] = {6: {}, 17: {}}
-    for linktype, ts_ns, o, caplen in _spans(path, data):
-        index += 1
+    if fast_records:
+        link_types.add(LINKTYPE_ETHERNET)
+    for linktype, ts_ns, o, caplen, index in spans:
         fend = o + caplen
         if linktype not in link_types:
             link_types.add(linktype)
@@ -248,13 +327,9 @@ def _decode(path: Path, data: bytes, iface: str,
                     seq = ack = 0
                     flags = ""
                     pay = l4 + 8
-                pkt = new_packet(Packet)
-                pkt.__dict__.update(
-                    ts=ts_ns / 1e9, iface=iface, index=index, tuple=ft, ip_id=ip_id,
-                    length=total_len, ttl=ttl, tcp_flags=flags, tcp_seq=seq, tcp_ack=ack,
-                    icmp_type=-1, payload_hash=crc32(data[pay:end]) if pay < end else 0,
-                    src_mac=macs[0], dst_mac=macs[1], ts_ns=ts_ns)
-                append(pkt)
+                append(new_packet(Packet, (
+                    ts_ns / 1e9, iface, index, ft, ip_id, total_len, ttl, flags, seq, ack, -1,
+                    crc32(data[pay:end]) if pay < end else 0, macs[0], macs[1], ts_ns)))
                 continue
         if linktype == LINKTYPE_ETHERNET:
             if caplen < 14:
@@ -334,16 +409,14 @@ def _decode(path: Path, data: bytes, iface: str,
             ft = FiveTuple(proto_names.get(proto) or str(proto), ntoa(raw[0:4]), sport,
                            ntoa(raw[4:8]), dport)
             ft = tuple_cache[key] = interned.setdefault(ft, ft)
-        # Packet is a frozen dataclass: filling its __dict__ directly is several times faster
-        # than its generated __init__ (one object.__setattr__ per field), same object.
-        pkt = new_packet(Packet)
-        pkt.__dict__.update(
-            ts=ts_ns / 1e9, iface=iface, index=index, tuple=ft, ip_id=ip_id,
-            length=total_len, ttl=ttl, tcp_flags=flags, tcp_seq=seq, tcp_ack=ack,
-            icmp_type=icmp_type, payload_hash=crc32(data[pay:end]) if pay < end else 0,
-            src_mac=src_mac, dst_mac=dst_mac, ts_ns=ts_ns)
-        append(pkt)
-    records = index + 1
+        # Packet is a named tuple: tuple.__new__ with the fields in order skips its
+        # Python-level __new__ (same object)
+        append(new_packet(Packet, (
+            ts_ns / 1e9, iface, index, ft, ip_id, total_len, ttl, flags, seq, ack, icmp_type,
+            crc32(data[pay:end]) if pay < end else 0, src_mac, dst_mac, ts_ns)))
+    records = max(index + 1, fast_records)
+    if n_fast and len(packets) > n_fast:          # general-path records go back in file order
+        packets.sort(key=_INDEX)
     stats = DecodeStats(str(path), iface, records, len(packets), non_ip, truncated,
                         tuple(sorted(link_types)))
     return packets, stats

@@ -7,9 +7,11 @@ the epoch (the same clock for packets and conntrack events).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
+    "CHANGE_FIELDS",
     "CaptureStats",
     "ConntrackEvent",
     "FiveTuple",
@@ -17,6 +19,7 @@ __all__ = [
     "Journey",
     "NatBinding",
     "Packet",
+    "changes",
 ]
 
 
@@ -35,13 +38,17 @@ class FiveTuple:
         return f"{self.proto} {self.src}:{self.sport} -> {self.dst}:{self.dport}"
 
 
-@dataclass(frozen=True)
-class Packet:
-    """One appearance of one IPv4 packet on one captured interface."""
+class Packet(NamedTuple):
+    """One appearance of one IPv4 packet on one captured interface.
+
+    A named tuple (immutable, compared and hashed by value): a trace holds hundreds of
+    thousands of these, and a tuple is built several times faster and is half the size of a
+    dataclass instance.  Use ``p._replace(iface=...)`` to derive a changed copy.
+    """
 
     ts: float
     iface: str                  # interface name as captured (e.g. "vethb1c2d3e", "docker0", "eth0")
-    index: int                  # position in that interface's pcap (0-based)
+    index: int  # type: ignore[assignment]  # position in that interface's pcap (0-based)
     tuple: FiveTuple
     ip_id: int
     length: int                 # IP total length
@@ -57,32 +64,112 @@ class Packet:
     #                             hops on one host often differ by < 1 us, so order by this)
 
 
-@dataclass(frozen=True)
+def changes(a: Packet, b: Packet) -> dict[str, tuple[object, object]]:
+    """The fields of :data:`CHANGE_FIELDS` that differ from ``a`` to ``b``: name -> (a's, b's)."""
+    out: dict[str, tuple[object, object]] = {}
+    ta, tb = a.tuple, b.tuple
+    if ta is not tb and ta != tb:
+        if ta.src != tb.src:
+            out["src"] = (ta.src, tb.src)
+        if ta.sport != tb.sport:
+            out["sport"] = (ta.sport, tb.sport)
+        if ta.dst != tb.dst:
+            out["dst"] = (ta.dst, tb.dst)
+        if ta.dport != tb.dport:
+            out["dport"] = (ta.dport, tb.dport)
+    if a.ttl != b.ttl:
+        out["ttl"] = (a.ttl, b.ttl)
+    return out
+
+
+CHANGE_FIELDS = ("src", "sport", "dst", "dport", "ttl")
+
+
 class Hop:
-    """A journey's appearance at one interface, with what changed since the previous hop."""
+    """A journey's appearance at one interface, with what changed since the previous hop.
 
-    packet: Packet
-    changed: dict[str, tuple[object, object]] = field(default_factory=dict)  # field -> (before, after)
+    ``changed`` maps field -> (before, after) (see :data:`CHANGE_FIELDS`); it is worked out on
+    first access from the previous hop's packet, or given explicitly.
+    """
+
+    __slots__ = ("_changed", "_prev", "packet")
+
+    def __init__(self, packet: Packet, changed: dict[str, tuple[object, object]] | None = None,
+                 prev: Packet | None = None) -> None:
+        self.packet = packet
+        self._prev = prev
+        self._changed = changed
+
+    @property
+    def changed(self) -> dict[str, tuple[object, object]]:
+        if self._changed is None:
+            self._changed = changes(self._prev, self.packet) if self._prev is not None else {}
+        return self._changed
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Hop):
+            return NotImplemented
+        return self.packet == other.packet and self.changed == other.changed
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Hop(packet={self.packet!r}, changed={self.changed!r})"
 
 
-@dataclass(frozen=True)
 class Journey:
-    """One packet followed across every interface it crossed, in time order."""
+    """One packet followed across every interface it crossed, in time order.
 
-    id: int
-    hops: tuple[Hop, ...]
+    Built from its packets; the :class:`Hop` objects are made on first access of ``hops``.
+    """
+
+    __slots__ = ("_hops", "id", "packets")
+
+    def __init__(self, id: int, hops: tuple[Hop, ...] | None = None,  # noqa: A002
+                 packets: tuple[Packet, ...] | None = None) -> None:
+        self.id = id
+        if hops is not None:
+            self._hops: tuple[Hop, ...] | None = tuple(hops)
+            self.packets: tuple[Packet, ...] = tuple(h.packet for h in hops)
+        else:
+            self._hops = None
+            self.packets = tuple(packets or ())
+
+    @property
+    def hops(self) -> tuple[Hop, ...]:
+        if self._hops is None:
+            prev: Packet | None = None
+            hops = []
+            for p in self.packets:
+                hops.append(Hop(p, None if prev is not None else {}, prev))
+                prev = p
+            self._hops = tuple(hops)
+        return self._hops
 
     @property
     def first(self) -> Packet:
-        return self.hops[0].packet
+        return self.packets[0]
 
     @property
     def last(self) -> Packet:
-        return self.hops[-1].packet
+        return self.packets[-1]
 
     @property
     def interfaces(self) -> tuple[str, ...]:
-        return tuple(h.packet.iface for h in self.hops)
+        return tuple(p.iface for p in self.packets)
+
+    def __len__(self) -> int:
+        return len(self.packets)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Journey):
+            return NotImplemented
+        return self.id == other.id and self.hops == other.hops
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Journey(id={self.id}, hops={self.hops!r})"
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from netsim.errors import TraceError
 from netsim.trace._gc import gc_paused
 from netsim.trace.decode import DecodeStats, decode_pcap
 from netsim.trace.journeys import ROLE_RANK
-from netsim.trace.records import CaptureStats, ConntrackEvent, FiveTuple, Packet
+from netsim.trace.records import CaptureStats, ConntrackEvent, FiveTuple, Journey, Packet
 
 __all__ = [
     "EVENTS",
@@ -172,20 +172,40 @@ class TraceReader:
                 return base / name
         raise TraceError(f"{base / (iface + '.pcap')}: missing capture for interface {iface}")
 
-    def packets(self, ifaces: Iterable[str] | None = None) -> list[Packet]:
-        """Every IPv4 packet of the chosen (default: all) interfaces, in capture-time order."""
+    def packets(self, ifaces: Iterable[str] | None = None,
+                rename: Mapping[str, str] | None = None) -> list[Packet]:
+        """Every IPv4 packet of the chosen (default: all) interfaces, in capture-time order.
+
+        Equal times keep the order of ``ifaces`` (default: :meth:`tie_order`, path order).
+        ``rename`` maps a captured interface's name to the name its packets should carry
+        (e.g. the model's name for a veth an engine named).
+        """
         out: list[Packet] = []
         self.decode_stats = []
         interned: dict[object, FiveTuple] = {}
+        names = rename or {}
         with gc_paused():
-            for iface in (list(ifaces) if ifaces is not None else self.interfaces):
-                pkts, stats = decode_pcap(self.pcap_path(iface), iface, interned)
+            for iface in (list(ifaces) if ifaces is not None else self.tie_order()):
+                pkts, stats = decode_pcap(self.pcap_path(iface), names.get(iface, iface), interned)
                 out.extend(pkts)
                 self.decode_stats.append(stats)
-            # each file is (almost) in time order already: timsort merges the runs in O(n);
-            # equal times keep interface-listing order, then file order
+            # each file is (almost) in time order already: timsort merges the runs in O(n)
             out.sort(key=attrgetter("ts_ns"))
         return out
+
+    def analyse(self, window_s: float = 1.0, rename: Mapping[str, str] | None = None
+                ) -> tuple[list[Packet], list[Journey]]:
+        """Every packet and every journey of the trace (pcap -> packets -> journeys).
+
+        One pause of the cyclic collector spans both stages (see netsim.trace._gc).
+        ``rename`` as for :meth:`packets`.
+        """
+        from netsim.trace.journeys import build_journeys
+        names = rename or {}
+        with gc_paused():
+            packets = self.packets(rename=names)
+            order = [names.get(i, i) for i in self.tie_order()]
+            return packets, build_journeys(packets, window_s, tie_order=order)
 
     def events(self) -> list[dict[str, Any]]:
         path = self.dir / EVENTS
