@@ -16,7 +16,8 @@ Choices worth knowing (details in each module's docstring):
   its exit status is waited for) -> main process. The init is the forked Python interpreter
   (named "netsim-init" in ps); it reaps, forwards TERM/INT/HUP/QUIT/USR1/USR2 and exits with
   the main process's code (128+signal if it was killed), which it also writes to the state dir.
-- exec/popen run util-linux `nsenter --all --root --wd` after moving into the container cgroup.
+- exec/popen: a preexec_fn joins the cgroup and every namespace of PID 1 (runtime.enter), drops
+  capabilities and sets no_new_privs, and forks into the PID namespace (no nsenter).
 - Parents of the container cgroup (e.g. netsim/, netsim/lab1/) are announced to on_create
   when made but never removed by delete(): several containers share them.
 - The shared image cache is not announced to on_create (it belongs to no container).

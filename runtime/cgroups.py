@@ -19,6 +19,7 @@ from runtime.errors import CgroupError
 from runtime.spec import Limits
 
 __all__ = [
+    "DEVICE_ALLOW",
     "CgroupLayout",
     "CgroupV1",
     "CgroupV2",
@@ -30,7 +31,12 @@ __all__ = [
 
 OnCreate = Callable[[str, str], None]
 
-V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
+V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "devices")
+# Device access a container gets (Docker's default list, less console and tun; no blanket
+# mknod): null, zero, full, random, urandom, tty, ptmx and the devpts ptys. Everything else —
+# a disk above all — can be neither created (mknod) nor opened.
+DEVICE_ALLOW = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:2 rwm",
+                "c 136:* rwm")  # fmt: skip
 V2_CONTROLLERS = ("memory", "pids", "cpu")
 CFS_PERIOD_US = 100_000
 
@@ -225,6 +231,11 @@ class CgroupV1(ContainerCgroup):
         raise CgroupError(f"{path} is not under a cgroup hierarchy")  # pragma: no cover
 
     def apply_limits(self, limits: Limits) -> None:
+        devices = self.dirs.get("devices")
+        if devices is not None:  # deny all, then allow the list (v1 devices controller)
+            _write(os.path.join(devices, "devices.deny"), "a")
+            for rule in DEVICE_ALLOW:
+                _write(os.path.join(devices, "devices.allow"), rule)
         mem = self.dirs["memory"]
         if limits.memory_bytes is not None:
             _write(os.path.join(mem, "memory.limit_in_bytes"), str(limits.memory_bytes))
@@ -256,7 +267,11 @@ class CgroupV1(ContainerCgroup):
 
 
 class CgroupV2(ContainerCgroup):
-    """cgroup v2: one directory; controllers enabled down the path via cgroup.subtree_control."""
+    """cgroup v2: one directory; controllers enabled down the path via cgroup.subtree_control.
+
+    Devices: v2 has no devices controller files; access control needs an eBPF program of type
+    BPF_PROG_TYPE_CGROUP_DEVICE attached to the cgroup (what runc does). Not done here: on v2,
+    containers rely on the user namespace (mknod is refused there) and the minimal /dev."""
 
     version = 2
 

@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from runtime import images, rootfs
+from runtime.caps import cap_mask
 from runtime.cgroups import (
     CgroupLayout,
     ContainerCgroup,
     container_cgroup,
     detect_layout,
 )
+from runtime.enter import enter_preexec
 from runtime.errors import CgroupError, ContainerError, ImageError, SpecError
-from runtime.process import Launch, cgroup_preexec, nsenter_argv, spawn, wait_exit
+from runtime.process import Launch, spawn, wait_exit
 from runtime.spec import ContainerSpec, ExecResult, container_env
 from runtime.state import (
     ContainerPaths,
@@ -45,7 +47,6 @@ class _Config:
     image_dir: Path
     on_create: OnCreate | None
     layout: CgroupLayout
-    nsenter: str | None
 
     def announce(self, kind: str, ident: str) -> None:
         if self.on_create is not None:
@@ -54,10 +55,10 @@ class _Config:
 
 class ContainerProcess(subprocess.Popen):  # type: ignore[type-arg]
     """A process exec'd into a container. Signals go to its whole process group, because the
-    direct child is nsenter, which does not forward signals to the process it started."""
+    direct child only waits for the process it forked into the container's PID namespace."""
 
     def send_signal(self, sig: int) -> None:
-        # Even after nsenter exited, processes it started (and their background children)
+        # Even after the direct child exited, processes it started (and their background children)
         # may still be in its group; a pid is not reused while it names a live group.
         self.poll()
         try:
@@ -88,7 +89,6 @@ class Runtime:
             image_dir=Path(image_dir).absolute(),
             on_create=on_create,
             layout=detect_layout(),
-            nsenter=shutil.which("nsenter"),
         )
 
     @property
@@ -282,6 +282,7 @@ class Container:
             netns=spec.netns,
             sysctls=spec.sysctls,
             idmap=spec.idmap,
+            caps=cap_mask(spec.capabilities),
         )
         result = spawn(launch, self._cgroup)
         if result.pid is not None:
@@ -334,23 +335,26 @@ class Container:
     def popen(self, argv: Sequence[str], **popen_kwargs: Any) -> ContainerProcess:
         """Start argv inside every namespace of the container, in its root, workdir and cgroup.
 
-        The child is util-linux nsenter in a new session: .send_signal/.terminate/.kill
-        signal the whole process group."""
+        The direct child forks the process into the container's PID namespace and waits for it
+        (runtime.enter): .send_signal/.terminate/.kill signal the whole process group.
+        A missing program raises FileNotFoundError, as subprocess does."""
         pid = self._require_running("exec in")
-        if self._cfg.nsenter is None:
-            raise ContainerError("exec needs util-linux nsenter, which is not installed")
         if isinstance(argv, str) or not argv:
             raise SpecError(f"argv must be a non-empty sequence of strings, got {argv!r}")
         extra_env = popen_kwargs.pop("env", None)
-        user_preexec = popen_kwargs.pop("preexec_fn", None)
+        if popen_kwargs.pop("preexec_fn", None) is not None:
+            raise SpecError("popen: preexec_fn is not supported (it would run outside the container's limits)")
         popen_kwargs.pop("start_new_session", None)
-        return ContainerProcess(
-            nsenter_argv(self._cfg.nsenter, pid, list(argv)),
-            env=container_env(self.spec, extra_env),
-            preexec_fn=cgroup_preexec(self._cgroup, user_preexec),
-            start_new_session=True,
-            **popen_kwargs,
-        )
+        try:
+            return ContainerProcess(
+                list(argv),
+                env=container_env(self.spec, extra_env),
+                preexec_fn=enter_preexec(pid, self._cgroup, self.spec.workdir, cap_mask(self.spec.capabilities)),
+                start_new_session=True,
+                **popen_kwargs,
+            )
+        except subprocess.SubprocessError as exc:
+            raise ContainerError(f"cannot enter container {self.name!r}: {exc}") from exc
 
     def exec(
         self,
@@ -361,15 +365,19 @@ class Container:
     ) -> ExecResult:
         """Run argv inside the container and collect its output. Timeout -> ContainerError."""
         started = time.monotonic()
-        proc = self.popen(
-            argv,
-            env=env,
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
-        )
+        try:
+            proc = self.popen(
+                argv,
+                env=env,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+            )
+        except (FileNotFoundError, PermissionError) as exc:  # like a shell: 127 not found, 126 not executable
+            code = 127 if isinstance(exc, FileNotFoundError) else 126
+            return ExecResult(code, "", f"{argv[0]}: {exc.strerror}\n", time.monotonic() - started)
         try:
             out, err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -39,6 +39,7 @@ __all__ = [
     "mount",
     "pivot_root",
     "set_cmdline",
+    "set_dumpable",
     "sethostname",
     "setns",
     "umount2",
@@ -92,6 +93,7 @@ _sethostname = _LIBC.sethostname
 _sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _prctl = _LIBC.prctl
 _PR_SET_NAME: Final = 15
+_PR_SET_DUMPABLE: Final = 4
 _syscall = _LIBC.syscall
 _syscall.restype = ctypes.c_long
 _syscall_gil = _LIBC_GIL.syscall
@@ -199,3 +201,8 @@ def set_cmdline(title: str) -> None:
     raw = title.encode()[: size - 1]
     ctypes.memmove(start, raw + b"\0" * (size - len(raw)), size)
     _prctl(_PR_SET_NAME, ctypes.c_char_p(title.encode()[:15]), 0, 0, 0)  # comm, too
+
+
+def set_dumpable(dumpable: bool) -> None:
+    """prctl(PR_SET_DUMPABLE): whether the process's /proc files belong to its own uid."""
+    _check(_prctl(_PR_SET_DUMPABLE, int(dumpable), 0, 0, 0), "prctl(PR_SET_DUMPABLE)")

@@ -24,16 +24,17 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from runtime import caps as capabilities
 from runtime import namespaces as ns
 from runtime import rootfs
 from runtime.cgroups import ContainerCgroup
 from runtime.spec import DEFAULT_PATH, IdMap
 from runtime.state import proc_start_time
 
-__all__ = ["FORWARDED_SIGNALS", "INIT_TITLE", "Launch", "SpawnResult", "nsenter_argv", "spawn", "status_to_code", "wait_exit"]
+__all__ = ["FORWARDED_SIGNALS", "INIT_TITLE", "Launch", "SpawnResult", "spawn", "status_to_code", "wait_exit"]
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _SPAWN_TIMEOUT = 30.0
@@ -58,6 +59,7 @@ class Launch:
     netns: str | None = None
     sysctls: Mapping[str, str] = field(default_factory=dict)
     idmap: IdMap | None = None
+    caps: int = 0  # capability mask root inside keeps (runtime.caps)
 
 
 @dataclass(frozen=True)
@@ -221,22 +223,6 @@ def wait_exit(pid: int, start: int | None, timeout: float | None) -> tuple[bool,
         os.close(pidfd)
 
 
-def nsenter_argv(nsenter: str, pid: int, argv: Sequence[str]) -> list[str]:
-    """util-linux nsenter into every namespace of `pid`, its root and its working directory."""
-    return [nsenter, f"--target={pid}", "--all", "--root", "--wd", "--", *argv]
-
-
-def cgroup_preexec(cgroup: ContainerCgroup, then: Callable[[], None] | None = None) -> Callable[[], None]:
-    """A preexec_fn that moves the child into the container's cgroup before it execs."""
-
-    def preexec() -> None:
-        cgroup.join(os.getpid())
-        if then is not None:
-            then()
-
-    return preexec
-
-
 # ---- child side (never returns) -------------------------------------------------------------
 
 
@@ -261,6 +247,10 @@ def _setup_child(launch: Launch, report_w: int, go_r: int, fds: list[int]) -> No
         # Default dispositions (signals stay blocked until the init installs its handlers) and
         # a session of our own: a Ctrl-C meant for the caller's process group is not for us.
         signal.set_wakeup_fd(-1)
+        null = os.open("/dev/null", os.O_RDWR)  # the caller's stdio (a pipe, a terminal) is not ours
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
         for sig in _ASYNC_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         os.setsid()
@@ -276,6 +266,10 @@ def _setup_child(launch: Launch, report_w: int, go_r: int, fds: list[int]) -> No
             ns.loopback_up()
         stage = "sysctls"
         ns.write_net_sysctls(launch.sysctls)
+        stage = "sysfs"
+        ns.unshare(ns.CLONE_NEWNS)  # host root's own mount namespace, only to mount sysfs
+        ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
+        rootfs.mount_sysfs(launch.rootfs)
         stage = "unshare"
         flags = ns.CLONE_NEWNS | ns.CLONE_NEWPID | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC
         ns.unshare(flags | (ns.CLONE_NEWUSER if launch.idmap is not None else 0))
@@ -324,6 +318,9 @@ def _init(launch: Launch, report_w: int, fds: list[int]) -> None:  # pragma: no 
         rootfs.pivot_into_cwd()
         stage = "workdir"
         os.chdir(launch.workdir)
+        stage = "capabilities"  # init keeps no more than the main process gets
+        capabilities.set_no_new_privs()
+        capabilities.drop_to(launch.caps)
         main: list[int] = []
         pending: list[int] = []
 
@@ -386,21 +383,38 @@ def _spawn_main(launch: Launch, fds: list[int]) -> int:  # pragma: no cover
     """posix_spawn (vfork: no copy of this interpreter) the main process, in its own session,
     signals at their defaults, stdin /dev/null and stdout/stderr on the log files."""
     path = _resolve(launch.argv[0], launch.env.get("PATH", DEFAULT_PATH))
-    pid = os.posix_spawn(
-        path,
-        list(launch.argv),
-        dict(launch.env),
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, fds[0], 1),
-            (os.POSIX_SPAWN_DUP2, fds[1], 2),
-        ],
-        setsid=True,
-        setsigmask=(),
-        setsigdef=signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP},
-    )
+    # The main process must be the OOM killer's choice, not init. init is at -1000 when the
+    # runtime had CAP_SYS_RESOURCE; the main process then goes back to 0. Without it init is at 0
+    # and, as a fork of the runtime's interpreter, may look bigger than the main process: init
+    # raises itself to 1000 for the spawn (inherited) and drops back to 0 (allowed without a
+    # capability). init is not dumpable (its credentials changed), so its /proc files belong to
+    # host root: it is made dumpable for just these writes (no container process exists yet).
     with open("/proc/self/oom_score_adj", "rb") as fh:
         lowered = fh.read().strip() != b"0"
-    if lowered:  # init is shielded from the OOM killer; the main process must not be
-        _write_file(f"/proc/{pid}/oom_score_adj", "0")
+    if not lowered:
+        ns.set_dumpable(True)
+        _write_file("/proc/self/oom_score_adj", "1000")
+    try:
+        pid = os.posix_spawn(
+            path,
+            list(launch.argv),
+            dict(launch.env),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, fds[0], 1),
+                (os.POSIX_SPAWN_DUP2, fds[1], 2),
+            ],
+            setsid=True,
+            setsigmask=(),
+            setsigdef=signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP},
+        )
+    finally:
+        if not lowered:
+            _write_file("/proc/self/oom_score_adj", "0")
+            ns.set_dumpable(False)
+    if lowered:
+        try:
+            _write_file(f"/proc/{pid}/oom_score_adj", "0")
+        except OSError:  # it already exited
+            pass
     return pid

@@ -15,12 +15,15 @@ from runtime import namespaces as ns
 
 __all__ = [
     "DEV_NODES",
+    "MASKED_PATHS",
+    "READONLY_PATHS",
     "enter_rootfs",
     "fs_type",
     "is_mounted",
     "mask_paths",
     "mount_overlay",
     "mount_proc",
+    "mount_sysfs",
     "pivot_into_cwd",
     "prepare_upper",
     "setup_dev",
@@ -29,8 +32,14 @@ __all__ = [
 
 OVERLAYFS = "overlay"
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
-MASKED_FILES = ("proc/kcore", "proc/keys", "proc/timer_list", "proc/sched_debug", "proc/sysrq-trigger")
-READONLY_DIRS = ("proc/sys", "proc/bus", "proc/fs", "proc/irq")
+# Docker's (moby oci/defaults.go) masked and read-only paths, relative to the new root. Masked
+# files get /dev/null bound over them, masked directories an empty read-only tmpfs.
+MASKED_PATHS = (
+    "proc/asound", "proc/acpi", "proc/interrupts", "proc/kcore", "proc/keys", "proc/latency_stats",
+    "proc/timer_list", "proc/timer_stats", "proc/sched_debug", "proc/scsi",
+    "sys/firmware", "sys/devices/virtual/powercap",
+)  # fmt: skip
+READONLY_PATHS = ("proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger")
 
 
 def _unescape(field: str) -> str:
@@ -141,13 +150,27 @@ def mount_proc() -> None:
     ns.mount("proc", "proc", "proc", ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
 
 
+def mount_sysfs(rootfs: str) -> None:
+    """Mount a read-only sysfs at rootfs/sys. Runs as host root in a private mount namespace made
+    just for this, after joining the container's netns (so /sys/class/net shows the container's
+    interfaces), before the user namespace: the mount namespace created next, owned by the user
+    namespace, gets it as a locked mount that container root cannot make writable or unmount."""
+    target = os.path.join(rootfs, "sys")
+    if not os.path.isdir(target):
+        os.mkdir(target, 0o555)
+    ns.mount("sysfs", target, "sysfs", ns.MS_RDONLY | ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
+
+
 def mask_paths() -> None:
-    """Hide host-revealing proc files and make kernel-tunable proc dirs read-only."""
-    for path in MASKED_FILES:
-        if os.path.exists(path):
+    """Docker's masked paths (/dev/null or an empty read-only tmpfs over them) and read-only
+    paths (a read-only bind of themselves). Relative to the cwd (the new root)."""
+    for path in MASKED_PATHS:
+        if os.path.isdir(path) and not os.path.islink(path):
+            ns.mount("tmpfs", path, "tmpfs", ns.MS_RDONLY | ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC, "size=0")
+        elif os.path.exists(path):
             ns.mount("dev/null", path, None, ns.MS_BIND)
-    for path in READONLY_DIRS:
-        if os.path.isdir(path):
+    for path in READONLY_PATHS:
+        if os.path.exists(path):
             ns.mount(path, path, None, ns.MS_BIND | ns.MS_REC)
             ns.mount(None, path, None, ns.MS_BIND | ns.MS_REMOUNT | ns.MS_RDONLY | ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
 

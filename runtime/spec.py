@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from runtime.caps import CAP_NUMBERS, DOCKER_DEFAULT_CAPS
 from runtime.errors import SpecError
 
 __all__ = [
@@ -110,6 +111,7 @@ class ContainerSpec:
     sysctls: Mapping[str, str] = field(default_factory=dict)
     cgroup_parent: str = "netsim"
     files: Mapping[str, str] = field(default_factory=dict)
+    capabilities: tuple[str, ...] = DOCKER_DEFAULT_CAPS  # what root inside keeps (names without CAP_)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -156,6 +158,12 @@ class ContainerSpec:
             if path.rstrip("/") == "" or path.endswith("/"):
                 raise SpecError(f"{self.name}: files key {path!r} must name a file")
         set_(self, "files", files)
+        if isinstance(self.capabilities, str) or not isinstance(self.capabilities, (tuple, list)):
+            raise SpecError(f"{self.name}: capabilities must be a sequence of names, got {self.capabilities!r}")
+        set_(self, "capabilities", tuple(self.capabilities))
+        unknown = [c for c in self.capabilities if c not in CAP_NUMBERS]
+        if unknown:
+            raise SpecError(f"{self.name}: unknown capabilities {unknown} (names as in capabilities(7), without CAP_)")
 
     @property
     def effective_hostname(self) -> str:
@@ -199,6 +207,7 @@ def spec_to_dict(spec: ContainerSpec) -> dict[str, Any]:
         "sysctls": dict(spec.sysctls),
         "cgroup_parent": spec.cgroup_parent,
         "files": dict(spec.files),
+        "capabilities": list(spec.capabilities),
     }
 
 
@@ -207,6 +216,8 @@ def spec_from_dict(data: Mapping[str, Any]) -> ContainerSpec:
     try:
         d = dict(data)
         d["argv"] = tuple(d["argv"])
+        if "capabilities" in d:
+            d["capabilities"] = tuple(d["capabilities"])
         d["limits"] = Limits(**d.get("limits") or {})
         d["idmap"] = None if d.get("idmap") is None else IdMap(**d["idmap"])
         return ContainerSpec(**d)

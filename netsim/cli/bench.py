@@ -87,3 +87,8 @@ def bench_tracer(count: int = typer.Option(200_000, "--count", help="UDP datagra
     for name, value in rate.anchors.items():
         a.add_row(f"anchor: {name.removesuffix('_per_s').replace('_', ' ')}", f"{value:,.0f}")
     out.print(a)
+
+
+from .bench_runtime import bench_runtime  # noqa: E402
+
+bench_app.command("runtime")(bench_runtime)

@@ -1,13 +1,26 @@
-"""Lab lifecycle commands: `netsim ps`, `down`, `clean` (registered on the main app)."""
+"""Lab lifecycle commands, registered on the main app: `netsim up`, `ps`, `exec`, `logs`, `stats`,
+`down`, `clean`. Every command after `up` works from any process: the lab's state lives under
+/run/netsim/labs/LAB (ledger, lab.json, the runtime's per-container state)."""
 from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from ..errors import NetsimError
 
-out = Console()
+if TYPE_CHECKING:
+    from runtime import Container
+
+__all__ = ["register"]
+
+out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -16,21 +29,166 @@ def _fail(e: NetsimError) -> None:
     raise typer.Exit(e.exit_code)
 
 
+def _usage(message: str) -> None:
+    err.print(f"netsim: {escape(message)}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _lab_dir(lab: str) -> Path:
+    from ..lab.ledger import lab_dir
+    d = lab_dir(lab)
+    if "/" in lab or not (d / "ledger.jsonl").exists():
+        _usage(f"no lab {lab!r} (`netsim ps` lists the labs)")
+    return d
+
+
+def _container(lab: str, name: str) -> "Container":
+    from runtime.errors import RuntimeErrorBase
+
+    from ..lab.engines.own import lab_runtime
+    rt = lab_runtime(_lab_dir(lab))
+    if rt is None:
+        _usage(f"lab {lab!r} has no containers of netsim's own engine")
+        raise AssertionError  # unreachable: _usage exits
+    try:
+        return rt.get(name)
+    except RuntimeErrorBase:
+        names = ", ".join(c.name for c in rt.list()) or "none"
+        _usage(f"lab {lab!r} has no container {name!r} (its containers: {names})")
+        raise AssertionError from None
+
+
+def _mib(value: object) -> str:
+    return f"{int(value) / (1 << 20):.1f} MiB" if isinstance(value, int) else "-"
+
+
 def register(app: typer.Typer) -> None:
     """Add the lab lifecycle commands to the main app."""
 
     @app.command()
-    def ps() -> None:
-        """Labs on this machine (from /run/netsim)."""
+    def up(scenario: Path = typer.Argument(..., help="scenario YAML file"),
+           name: str | None = typer.Option(None, "--name", help="lab name (default: the scenario's name)")) -> None:
+        """Build a lab and leave it running (then: netsim exec / logs / stats / ps / down)."""
+        import time
+
+        from ..lab.lab import Lab
+        from ..scenario import load_scenario
+        t0 = time.monotonic()
+        try:
+            loaded = load_scenario(scenario)
+            lab = Lab(loaded, name=name, progress=lambda m: out.print(f"[cyan]·[/] {escape(m)}", highlight=False))
+        except NetsimError as e:
+            _fail(e)
+            return
+        try:
+            lab.up()
+            lab.detach()
+        except (NetsimError, KeyboardInterrupt) as e:
+            try:
+                lab.down()
+            except NetsimError as e2:
+                err.print(f"netsim: {escape(str(e2))}", highlight=False)
+            if isinstance(e, KeyboardInterrupt):
+                raise typer.Exit(130) from None
+            _fail(e)
+            return
+        out.print(f"lab {lab.name}: up with {len(loaded.scenario.containers)} containers "
+                  f"({time.monotonic() - t0:.2f}s); `netsim down {lab.name}` removes it")
+
+    @app.command()
+    def ps(json_out: bool = typer.Option(False, "--json")) -> None:
+        """Labs on this machine (from /run/netsim) and their containers, OOM kills included."""
+        from ..lab.engines.own import container_rows
         from ..lab.ledger import STATE_ROOT
         from ..lab.teardown import list_labs
         labs = list_labs(STATE_ROOT)
+        for lab in labs:
+            try:
+                lab["containers"] = container_rows(Path(str(lab["dir"])))
+            except NetsimError as e:
+                lab["containers"], lab["error"] = [], str(e)
+            lab["state"] = "up" if lab.get("detached") else ("running" if lab["owner_alive"] else "orphaned")
+        if json_out:
+            print(json.dumps(labs, indent=2, default=str))
+            return
         if not labs:
             out.print("no labs")
+            return
+        t = Table(title="netsim labs")
+        for col in ("lab", "state", "scenario", "container", "status", "pid", "oom"):
+            t.add_column(col, overflow="fold")
         for lab in labs:
-            out.print(f"{lab['name']}\tscenario={lab.get('scenario')}\towner_pid={lab.get('owner_pid')}"
-                      f"\t{'running' if lab['owner_alive'] else 'orphaned'}")
+            rows = lab["containers"] if isinstance(lab["containers"], list) else []
+            first = [str(lab["name"]), str(lab["state"]), str(lab.get("scenario") or "-")]
+            if not rows:
+                t.add_row(*first, "-", "-", "-", "-")
+            for i, r in enumerate(rows):
+                status = str(r["status"]) + (f" ({r['exit_code']})" if r["status"] == "exited" else "")
+                t.add_row(*(first if i == 0 else ["", "", ""]), str(r["name"]), status,
+                          str(r["pid"] or "-"), "[red]OOM-killed[/]" if r["oom_killed"] else "-")
+        out.print(t)
 
+    @app.command("exec", context_settings={"allow_interspersed_args": False})
+    def exec_(lab: str = typer.Argument(..., help="lab name"),
+              container: str = typer.Argument(..., help="container name"),
+              cmd: list[str] = typer.Argument(..., help="command and arguments (after --)")) -> None:
+        """Run a command inside a running container (stdin, stdout, stderr attached; its exit code)."""
+        from runtime.errors import RuntimeErrorBase
+        if cmd and cmd[0] == "--":
+            cmd = cmd[1:]
+        if not cmd:
+            _usage("netsim exec: name a command after --")
+        ct = _container(lab, container)
+        try:
+            proc = ct.popen(cmd, stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr)
+        except FileNotFoundError:
+            err.print(f"netsim exec: {escape(cmd[0])}: not found in container {container}", highlight=False)
+            raise typer.Exit(127) from None
+        except RuntimeErrorBase as e:
+            err.print(f"netsim exec: {escape(str(e))}", highlight=False)
+            raise typer.Exit(1) from None
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            code = proc.wait()
+        raise typer.Exit(code if code >= 0 else 128 - code)
+
+    @app.command()
+    def logs(lab: str = typer.Argument(..., help="lab name"),
+             container: str = typer.Argument(..., help="container name")) -> None:
+        """What the container's main process wrote: stdout to stdout, stderr to stderr."""
+        ct = _container(lab, container)
+        stdout, stderr = ct.log_paths
+        for path, stream in ((stdout, sys.stdout), (stderr, sys.stderr)):
+            try:
+                stream.write(path.read_text(errors="replace"))
+            except FileNotFoundError:
+                pass
+        sys.stdout.flush()
+
+    @app.command()
+    def stats(lab: str = typer.Argument(..., help="lab name"),
+              json_out: bool = typer.Option(False, "--json")) -> None:
+        """Memory, CPU time and pids of every container of a lab (from its cgroups)."""
+        from ..lab.engines.own import container_rows
+        try:
+            rows = container_rows(_lab_dir(lab))
+        except NetsimError as e:
+            _fail(e)
+            return
+        if json_out:
+            print(json.dumps(rows, indent=2))
+            return
+        t = Table(title=f"lab {lab}")
+        for col in ("container", "status", "memory", "cpu", "pids", "oom"):
+            t.add_column(col, justify="left" if col in ("container", "status") else "right")
+        for r in rows:
+            cpu = r.get("cpu_usage_ns")
+            t.add_row(str(r["name"]), str(r["status"]), _mib(r.get("memory_bytes")),
+                      f"{int(cpu) / 1e9:.3f}s" if isinstance(cpu, int) else "-", str(r.get("pids", "-")),
+                      "[red]OOM-killed[/]" if r["oom_killed"] else "-")
+        out.print(t)
 
     @app.command()
     def down(lab: str | None = typer.Argument(None), all_: bool = typer.Option(False, "--all")) -> None:
@@ -39,25 +197,21 @@ def register(app: typer.Typer) -> None:
         from ..lab.teardown import list_labs, teardown
         names = [str(x["name"]) for x in list_labs(STATE_ROOT)] if all_ else ([lab] if lab else [])
         if not names:
-            err.print("netsim down: name a lab or pass --all")
-            raise typer.Exit(2)
+            _usage("netsim down: name a lab or pass --all")
         try:
             for n in names:
                 d = lab_dir(n)
                 if not d.exists():
-                    err.print(f"netsim down: no lab {n!r}")
-                    raise typer.Exit(2)
+                    _usage(f"netsim down: no lab {n!r}")
                 teardown(d)
                 out.print(f"lab {n}: torn down")
         except NetsimError as e:
             _fail(e)
 
-
     @app.command()
     def clean() -> None:
         """Remove every lab netsim made (by ledger) — nothing else."""
         down(None, True) if _has_labs() else out.print("nothing to clean")
-
 
     def _has_labs() -> bool:
         from ..lab.ledger import STATE_ROOT

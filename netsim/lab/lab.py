@@ -183,6 +183,14 @@ class Lab:
                     pass
         return out
 
+    def detach(self) -> None:
+        """Leave the lab running after this process exits (`netsim up`): `netsim ps` shows it as
+        up, not orphaned; `netsim down LAB` removes it from any process."""
+        info = json.loads((self.dir / "lab.json").read_text())
+        info.update(detached=True, owner_pid=None)
+        (self.dir / "lab.json").write_text(json.dumps(info))
+        self._procs.clear()  # the services run on; the ledger knows them
+
     # -- tear down --------------------------------------------------------------------------
     def down(self) -> None:
         for p in self._procs.values():

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from runtime import Container, ContainerError, ContainerSpec, IdMap, Limits, Runtime
+from runtime.caps import DOCKER_DEFAULT_CAPS
 from runtime.cgroups import detect_layout
 from runtime.process import INIT_TITLE
 
@@ -191,9 +192,12 @@ def test_uts_namespace_own_hostname(make: Callable[..., Container]) -> None:
     host_before = socket.gethostname()
     c = make(hostname="inside-host")
     assert sh(c, "hostname").strip() == "inside-host"
-    assert sh(c, "hostname other && hostname").strip() == "other"  # container root owns its UTS ns
-    assert socket.gethostname() == host_before
+    assert c.exec(["hostname", "other"]).returncode != 0  # as in Docker: no CAP_SYS_ADMIN
     assert sh(c, "cat /etc/hostname").strip() == "inside-host"
+    # with SYS_ADMIN added (docker run --cap-add SYS_ADMIN) container root owns its UTS ns
+    c2 = make(hostname="inside-host", capabilities=(*DOCKER_DEFAULT_CAPS, "SYS_ADMIN"))
+    assert sh(c2, "hostname other && hostname").strip() == "other"
+    assert socket.gethostname() == host_before
 
 
 def test_ipc_namespace_hides_host_shm(make: Callable[..., Container]) -> None:
@@ -211,7 +215,8 @@ def test_ipc_namespace_hides_host_shm(make: Callable[..., Container]) -> None:
 
 
 def test_mount_namespace_mount_inside_is_invisible_on_host(make: Callable[..., Container]) -> None:
-    c = make()
+    assert make().exec(["mount", "-t", "tmpfs", "x", "/mnt"]).returncode != 0  # Docker's default caps
+    c = make(capabilities=(*DOCKER_DEFAULT_CAPS, "SYS_ADMIN"))
     sh(c, "mkdir -p /mnt/inside && mount -t tmpfs rtt-tmpfs /mnt/inside && touch /mnt/inside/f")
     assert "rtt-tmpfs" in sh(c, "cat /proc/self/mountinfo")
     host = Path("/proc/self/mountinfo").read_text()
@@ -425,6 +430,7 @@ def test_created_container_runs_nothing(make: Callable[..., Container], ledger: 
 
 def test_stop_forwards_sigterm_to_the_main_process(make: Callable[..., Container]) -> None:
     c = make("sh", "-c", "trap 'echo got-term; exit 7' TERM; while :; do sleep 0.05; done")
+    assert poll(lambda: "sleep" in sh(c, "ps -o args"))  # the trap is set once the loop runs
     t0 = time.monotonic()
     assert c.stop(timeout=5) == 7
     assert time.monotonic() - t0 < 3

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runtime import ContainerSpec, IdMap, Limits, Runtime
@@ -15,9 +17,39 @@ from ..firewall import render_rules
 if TYPE_CHECKING:
     from runtime import Container
 
+    from ...scenario.schema import Container as ScenarioContainer
     from ..lab import Lab
 
-__all__ = ["OwnEngine"]
+__all__ = ["START_WORKERS", "OwnEngine", "container_rows", "lab_runtime"]
+
+START_WORKERS = 4
+
+
+def lab_runtime(lab_dir: Path) -> Runtime | None:
+    """The runtime holding a lab's containers (its state under LAB_DIR/runtime), from any process;
+    None when the lab has no own-engine containers."""
+    state = lab_dir / "runtime"
+    if not state.is_dir():
+        return None
+    try:
+        return Runtime(state)
+    except RuntimeErrorBase as e:
+        raise LabError(f"lab {lab_dir.name}: {e}") from None
+
+
+def container_rows(lab_dir: Path) -> list[dict[str, object]]:
+    """One row per container of a lab: name, status, pid, exit code, OOM kills and cgroup stats."""
+    rt = lab_runtime(lab_dir)
+    rows: list[dict[str, object]] = []
+    for ct in rt.list() if rt is not None else []:
+        row: dict[str, object] = {"name": ct.name, "status": ct.status, "pid": ct.pid,
+                                  "exit_code": ct.exit_code, "oom_killed": ct.oom_killed}
+        try:
+            row.update(ct.stats())
+        except RuntimeErrorBase:
+            pass  # cgroup gone (being deleted)
+        rows.append(row)
+    return rows
 
 
 class OwnEngine:
@@ -40,7 +72,9 @@ class OwnEngine:
                      + f" ({time.monotonic() - t0:.2f}s)")
         state = lab.dir / "runtime"
         self._rt = Runtime(state, on_create=lambda kind, ident: lab.ledger.record(kind, ident))
-        for c in lab.scenario.containers:
+        rt = self._rt
+
+        def start_one(c: "ScenarioContainer") -> None:
             spec = ContainerSpec(
                 name=c.name, argv=tuple(c.command), image=c.image, hostname=c.name,
                 limits=Limits(memory_bytes=c.limits.memory_bytes, pids_max=c.limits.pids,
@@ -48,13 +82,28 @@ class OwnEngine:
                 netns=lab.netns_path(c.name), idmap=self.idmap,
                 cgroup_parent=f"netsim/{lab.name}", files=dict(c.files),
             )
-            lab.ledger.record("container", c.name, state_dir=str(state))
             try:
-                ct = self._rt.create(spec)
+                ct = rt.create(spec)
+                # recorded after what create() announced (dir, mount, cgroups), so a teardown
+                # from the ledger deletes the container (killing it) before it rmdirs its cgroups
+                lab.ledger.record("container", c.name, state_dir=str(state))
                 self._containers[c.name] = ct
                 ct.start()
             except RuntimeErrorBase as e:
                 raise LabError(f"container {c.name}: {e}") from None
+
+        # Starts overlap on a few threads: much of a start is waiting in the kernel (an RCU grace
+        # period to move into the cgroup), which concurrent starts share.
+        containers = list(lab.scenario.containers)
+        if len(containers) <= 1:
+            for c in containers:
+                start_one(c)
+            return
+        with ThreadPoolExecutor(max_workers=START_WORKERS, thread_name_prefix="netsim-start") as pool:
+            errors = [f.exception() for f in [pool.submit(start_one, c) for c in containers]]
+        for error in errors:
+            if error is not None:
+                raise error
 
     def interfaces(self, lab: "Lab") -> dict[str, str]:
         return {name: name for name in lab.plan.captured_interfaces}  # we named them as the model does
