@@ -25,11 +25,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def _register_subcommands() -> None:
     """Command groups live in their own modules: lab_cmd (up/down/ps/...), trace_cmd, bench."""
     from .bench import bench_app
+    from .diff_cmd import register as register_diff
     from .lab_cmd import register as register_lab
     from .trace_cmd import trace_app
     app.add_typer(trace_app, name="trace")
     app.add_typer(bench_app, name="bench")
     register_lab(app)
+    register_diff(app)
 
 
 _register_subcommands()

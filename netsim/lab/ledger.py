@@ -31,7 +31,7 @@ def process_start_time(pid: int) -> int | None:
 
 @dataclass(frozen=True)
 class Entry:
-    kind: str        # netns | process | container | cgroup | mount | dir
+    kind: str        # netns | process | container | cgroup | cgroup-tree | mount | dir | rmdir
     ident: str       # netns name, pid, container name, path
     extra: dict[str, Any]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import LabError
 
-__all__ = ["NETNS_DIR", "netns_path", "create", "remove", "exists", "write_sysctls"]
+__all__ = ["NETNS_DIR", "netns_path", "create", "attach", "remove", "exists", "write_sysctls"]
 
 NETNS_DIR = Path("/run/netns")
 _CLONE_NEWNET = 0x40000000
@@ -96,6 +96,23 @@ def create(name: str) -> None:
     if err:
         target.unlink(missing_ok=True)
         raise LabError(f"cannot create network namespace {name}: {err}")
+
+
+def attach(name: str, pid: int) -> None:
+    """Name the network namespace of a running process (`ip netns attach NAME PID`): a bind
+    mount of /proc/PID/ns/net at /run/netns/NAME, removed by `remove` like any other."""
+    if exists(name):
+        raise LabError(f"network namespace {name} already exists: is a lab of the same name "
+                       "running? (`netsim ps`, `netsim down LAB`)")
+    libc = _libc()
+    _shared_netns_dir(libc)
+    target = NETNS_DIR / name
+    fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
+    os.close(fd)
+    if libc.mount(f"/proc/{pid}/ns/net".encode(), str(target).encode(), b"none", _MS_BIND, None) != 0:
+        err = os.strerror(ctypes.get_errno())
+        target.unlink(missing_ok=True)
+        raise LabError(f"cannot name the network namespace of pid {pid} {name}: {err}")
 
 
 def remove(name: str) -> None:

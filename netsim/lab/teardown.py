@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..errors import LabError
-from . import netns
+from . import cgroup_tree, netns
 from .ledger import Ledger, process_start_time
 
 __all__ = ["teardown", "list_labs"]
@@ -59,6 +59,16 @@ def _rmdir_retry(path: Path) -> None:
     path.rmdir()
 
 
+def _rmdir_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY):
+            raise
+
+
 def teardown(lab_dir: Path) -> None:
     ledger = Ledger(lab_dir / "ledger.jsonl")
     errors: list[str] = []
@@ -82,6 +92,11 @@ def teardown(lab_dir: Path) -> None:
                         errors.append(f"umount {e.ident}: {os.strerror(err)}")
             elif e.kind == "cgroup":
                 _rmdir_retry(Path(e.ident))
+            elif e.kind == "cgroup-tree":  # a lab-named subtree in every hierarchy (docker engine)
+                cgroup_tree.kill_tree(e.ident)
+                cgroup_tree.remove_tree(e.ident, empty_parents=int(e.extra.get("empty_parents", 0)))
+            elif e.kind == "rmdir":  # a directory we made that others may fill: only if empty
+                _rmdir_if_empty(Path(e.ident))
             elif e.kind == "netns":
                 netns.remove(e.ident)
             elif e.kind == "dir" and Path(e.ident) != lab_dir:
