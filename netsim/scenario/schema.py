@@ -146,7 +146,11 @@ def _parse_publish(v: object) -> object:
 
 class Container(_Strict):
     name: Annotated[Name, BeforeValidator(_check_name)]
-    image: Literal["busybox"] = "busybox"
+    image: str = Field(default="busybox", pattern=r"^(busybox|host|oci:.+)$",
+                       description="busybox (from the host's busybox-static), host (the host's /usr "
+                       "read-only: python3 inside), or oci:PATH (a docker-save tarball or OCI layout)")
+    cap_add: list[str] = Field(default_factory=list, description="capabilities added to Docker's default set")
+    cap_drop: list[str] = Field(default_factory=list, description="capabilities removed (ALL for every one)")
     command: list[str] = Field(default_factory=lambda: ["sleep", "3600"], min_length=1)
     files: dict[str, str] = Field(default_factory=dict)
     publish: list[Annotated[Publish, BeforeValidator(_parse_publish)]] = Field(default_factory=list)
