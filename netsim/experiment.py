@@ -65,6 +65,7 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
     watcher: ConntrackWatcher | None = None
     stats: list[CaptureStats] = []
     iface_map: dict[str, str] = {}
+    started: list[dict[str, Any]] = []
     overflows = 0
     problems: list[str] = []
     try:
@@ -73,11 +74,16 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
                              "lab": lab.name, "engine": lab.engine.name,
                              "containers": [c.name for c in s.containers]})
         iface_map = lab.interfaces()            # model name -> kernel name
+        started = _container_events(lab, iface_map, "start")
+        writer.append_events(started)
         ifaces = list(iface_map.values())
-        captures = [Capture(lab.host_netns, ifaces, trace_dir / "pcap")]
+        # Immediate mode: a scenario's traffic is light, and with the ring's 1 s block timeout a
+        # packet in the last second before the stop (an ARP re-probe, say) could be counted by
+        # the kernel yet never written — which rightly marks the trace incomplete.
+        captures = [Capture(lab.host_netns, ifaces, trace_dir / "pcap", immediate=True)]
         router_ifaces = list(prediction.plan.router_captured_interfaces)
         if router_ifaces:   # the home router's public side: the second NAT
-            captures.append(Capture(lab.netns_path("router"), router_ifaces, trace_dir / "pcap"))
+            captures.append(Capture(lab.netns_path("router"), router_ifaces, trace_dir / "pcap", immediate=True))
         watcher = ConntrackWatcher(lab.host_netns)
         watcher.start()
         for cap in captures:
@@ -112,15 +118,21 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
         if not keep:
             # a second Ctrl-C must not cut the teardown short
             old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            running = _container_events(lab, iface_map, "stop") if started else []
             try:
                 lab.down()
             finally:
                 signal.signal(signal.SIGINT, old)
+            stopped = time.time()
+            writer.append_events([{**ev, "ts": stopped, "exited": not _alive(ev.get("pid"))}
+                                  for ev in running])
             writer.append_event({"type": "lifecycle", "what": "lab", "phase": "down",
                                  "ts": time.time(), "lab": lab.name})
             say(f"lab {lab.name}: torn down")
         else:
             say(f"lab {lab.name}: kept (netsim down {lab.name})")
+    interfaces = _interfaces(prediction, lab, iface_map)
+    problems += _convert_captures(writer, interfaces, stats)
     drops = sum(c.kernel_drops + c.if_drops + c.not_written for c in stats)
     complete = bool(stats) and drops == 0 and overflows == 0 and not problems
     writer.write_manifest({
@@ -131,7 +143,7 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
         "netsim_version": __version__,
         "kernel": platform.release(),
         "tools": _tool_versions(),
-        "interfaces": _interfaces(prediction, lab, iface_map),
+        "interfaces": interfaces,
         "capture": [c.__dict__ for c in stats],
         "conntrack_overflows": overflows,
         "complete": complete,
@@ -143,6 +155,53 @@ def run_scenario(loaded: LoadedScenario, *, trace_dir: Path | None = None, lab_n
         + (f"DISAGREE: {'; '.join(n.removeprefix(NAT_DISAGREEMENT) for n in nat)}" if nat else "agree"))
     report = verify(s, prediction, observation)
     return RunResult(report, trace_dir, prediction, observation, time.monotonic() - t_start)
+
+
+def _container_events(lab: Any, iface_map: dict[str, str], phase: str) -> list[dict[str, Any]]:
+    """A lifecycle event per container: its pid (from the engine), address, MAC and the host
+    interface it is plugged into (kernel and model name; every network's when it has several).
+    ``phase`` "start" after the lab is up, "stop" just before teardown (the caller stamps the
+    time and whether the process had exited after it)."""
+    out: list[dict[str, Any]] = []
+    now = time.time()
+    for name, addr in lab.plan.containers.items():
+        try:
+            pid: int | None = int(lab.engine.pid(name))
+        except Exception:  # noqa: BLE001 - a container that is not running has no pid
+            pid = None
+        ev: dict[str, Any] = {
+            "type": "lifecycle", "what": "container", "phase": phase, "ts": now, "name": name,
+            "pid": pid, "address": str(addr.ip), "mac": addr.mac, "ifname": addr.ifname,
+            "interface": iface_map.get(addr.veth, addr.veth), "model_interface": addr.veth}
+        endpoints = getattr(addr, "endpoints", ())     # a container on several networks
+        if len(endpoints) > 1:
+            ev["networks"] = [{"network": e.network, "address": str(e.ip), "mac": e.mac,
+                               "ifname": e.ifname, "interface": iface_map.get(e.veth, e.veth)}
+                              for e in endpoints]
+        out.append(ev)
+    return out
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _convert_captures(writer: Any, interfaces: dict[str, dict[str, object]],
+                      stats: list[CaptureStats]) -> list[str]:
+    """Each interface's pcap becomes a pcapng named and described from the interface map;
+    a record count short of what tcpdump said it kept is a problem (the trace is incomplete)."""
+    try:
+        records = writer.convert_pcaps(interfaces, stats, f"Linux {platform.release()}")
+    except TraceError as e:
+        return [f"pcapng: {e}"]
+    return [f"capture on {c.iface}: tcpdump kept {c.kept} packets, the pcap holds "
+            f"{records[c.iface]}" for c in stats if c.iface in records and records[c.iface] < c.kept]
 
 
 def _tool_versions() -> dict[str, str]:
@@ -163,15 +222,10 @@ def _interfaces(prediction: Prediction, lab: object, iface_map: dict[str, str]) 
     plan = prediction.plan
     netns = getattr(lab, "host_netns", "")
     by_model: dict[str, dict[str, object]] = {
-        plan.bridge: {"role": "bridge", "netns": netns, "addresses": [f"{plan.gateway}/{plan.subnet.prefixlen}"]},
-        plan.nic: {"role": "nic", "netns": netns, "addresses": [str(plan.nic_ip)]},
-    }
+        name: {**info, "netns": netns} for name, info in plan.captured_interface_info().items()}
     for name in plan.router_captured_interfaces:
         by_model[name] = {"role": "upstream", "netns": "home router",
                           "addresses": [str(plan.home_wan)] if plan.home_wan else []}
-    for c in plan.containers.values():
-        by_model[c.veth] = {"role": "veth", "netns": netns, "container": c.name, "addresses": [],
-                            "peer_address": f"{c.ip}/{plan.subnet.prefixlen}", "peer_mac": c.mac}
     return {iface_map.get(name, name): {**info, "model_name": name} for name, info in by_model.items()}
 
 

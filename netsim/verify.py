@@ -176,8 +176,11 @@ def _observed_values(sp: StepPrediction, plan: Plan, pkts: list[Packet], journey
     if sp.forward:
         h = sp.forward[-1]
         sent = sp.flow
+        # (in a hairpin the sender's veth is also the receiver's: skip the packet as sent there;
+        # elsewhere an un-NATed flow arrives as it was sent)
+        hairpin = len(sp.forward) > 1 and h.iface == sp.forward[0].iface
         cands = [p for p in pkts if p.iface == h.iface and p.tuple.proto == h.tuple.proto
-                 and not sent.matches(p.tuple)
+                 and not (hairpin and sent.matches(p.tuple))
                  and (h.tuple.sport is None or p.tuple.sport == h.tuple.sport)]
         exact = [p for p in cands if h.tuple.matches(p.tuple)]
         last = (exact or cands)[0] if (exact or cands) else None

@@ -21,6 +21,10 @@ Choices worth knowing (details in each module's docstring):
 - Parents of the container cgroup (e.g. netsim/, netsim/lab1/) are announced to on_create
   when made but never removed by delete(): several containers share them.
 - The shared image cache is not announced to on_create (it belongs to no container).
+- Images: busybox, host (host /usr etc. bound read-only, private /etc), oci:PATH (runtime.oci:
+  docker-save or OCI layout, whiteouts, config Env/Entrypoint/Cmd/WorkingDir) — runtime.images.
+- Speed: cgroup moves are fast while a FastMoves keeper (runtime.cgroups) holds the kernel's
+  favordynmods mode; Runtime.close() releases it (process exit does too).
 """
 from __future__ import annotations
 

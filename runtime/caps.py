@@ -12,10 +12,13 @@ import os
 from collections.abc import Iterable
 from typing import Final
 
+from runtime.errors import SpecError
+
 __all__ = [
     "CAP_NUMBERS",
     "DOCKER_DEFAULT_CAPS",
     "cap_mask",
+    "capability_set",
     "drop_to",
     "set_no_new_privs",
 ]
@@ -65,6 +68,25 @@ def cap_mask(names: Iterable[str]) -> int:
     for name in names:
         mask |= 1 << CAP_NUMBERS[name]
     return mask
+
+
+def _cap_name(name: str) -> str:
+    upper = name.strip().upper()
+    return upper[4:] if upper.startswith("CAP_") else upper
+
+
+def capability_set(add: Iterable[str] = (), drop: Iterable[str] = (),
+                   base: Iterable[str] = DOCKER_DEFAULT_CAPS) -> tuple[str, ...]:
+    """Docker's --cap-add/--cap-drop: `base` less `drop`, plus `add`; "ALL" names every capability
+    (drop ALL, then add what is needed). Names in either case, with or without CAP_. Unknown
+    names raise SpecError."""
+    adds, drops = [_cap_name(n) for n in add], [_cap_name(n) for n in drop]
+    unknown = sorted({n for n in adds + drops if n != "ALL" and n not in CAP_NUMBERS})
+    if unknown:
+        raise SpecError(f"unknown capabilities {unknown} (names as in capabilities(7), or ALL)")
+    caps = set() if "ALL" in drops else set(base) - set(drops)
+    caps |= set(CAP_NUMBERS) if "ALL" in adds else set(adds)
+    return tuple(sorted(caps, key=CAP_NUMBERS.__getitem__))
 
 
 def _check(ret: int, what: str) -> None:

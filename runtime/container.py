@@ -17,11 +17,13 @@ from runtime.caps import cap_mask
 from runtime.cgroups import (
     CgroupLayout,
     ContainerCgroup,
+    FastMoves,
     container_cgroup,
     detect_layout,
 )
 from runtime.enter import enter_preexec
 from runtime.errors import CgroupError, ContainerError, ImageError, SpecError
+from runtime.oci import ImageConfig
 from runtime.process import Launch, spawn, wait_exit
 from runtime.spec import ContainerSpec, ExecResult, container_env
 from runtime.state import (
@@ -37,6 +39,9 @@ __all__ = ["Container", "ContainerProcess", "OnCreate", "Runtime"]
 
 OnCreate = Callable[[str, str], None]
 DEFAULT_IMAGE_DIR = Path("/var/lib/netsim/images")
+# Docker (>= 20.10) lets every group open ICMP echo sockets (SOCK_DGRAM, IPPROTO_ICMP) in a
+# container's netns: ping without NET_RAW, which also works under a user namespace.
+DEFAULT_SYSCTLS = {"net.ipv4.ping_group_range": "0 2147483647"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class _Config:
     image_dir: Path
     on_create: OnCreate | None
     layout: CgroupLayout
+    moves: FastMoves
 
     def announce(self, kind: str, ident: str) -> None:
         if self.on_create is not None:
@@ -75,7 +81,12 @@ class Runtime:
         state_dir: Path,
         image_dir: Path = DEFAULT_IMAGE_DIR,
         on_create: OnCreate | None = None,
+        fast_cgroup_moves: bool = False,
     ) -> None:
+        """fast_cgroup_moves: hold the kernel's favordynmods mode while this runtime lives
+        (cgroups.FastMoves).  Off by default: the mode is machine-wide (fork/exit everywhere
+        get a little dearer while it is held) and it saved only ~1.6 ms per start as measured;
+        a lab must not change the machine it runs on for that."""
         state_dir = Path(state_dir).absolute()
         missing = [p for p in (state_dir, *state_dir.parents) if not p.exists()]
         for path in reversed(missing):
@@ -89,11 +100,17 @@ class Runtime:
             image_dir=Path(image_dir).absolute(),
             on_create=on_create,
             layout=detect_layout(),
+            moves=FastMoves(str(state_dir), enabled=fast_cgroup_moves),
         )
 
     @property
     def state_dir(self) -> Path:
         return self._cfg.state_dir
+
+    def close(self) -> None:
+        """Release what the runtime holds for fast starts (cgroups.FastMoves); containers keep
+        running. Optional: it is released when the process exits anyway."""
+        self._cfg.moves.close()
 
     @property
     def cgroup_version(self) -> int:
@@ -116,8 +133,11 @@ class Runtime:
                                created_at=time.time())  # fmt: skip
         container = Container(cfg, state)
         try:
-            image = images.ensure_image(cfg.image_dir, spec.image, owner)
-            state.image = str(image)
+            image = images.prepare_image(cfg.image_dir, spec.image, owner)
+            state.image, state.binds, state.image_config = str(image.path), list(image.binds), image.config.to_dict()
+            if not spec.argv and not (image.config.entrypoint or image.config.cmd):
+                raise ContainerError(f"container {spec.name!r}: no argv given and image {spec.image!r} has no "
+                                     "Entrypoint or Cmd")
             for d in (paths.upper, paths.work, paths.rootfs):
                 d.mkdir()
             hostname = spec.effective_hostname
@@ -129,7 +149,7 @@ class Runtime:
             rootfs.prepare_upper(paths.upper, owner, files)
             save_state(paths.state, state)  # before kernel objects exist: delete() can find them
             cfg.announce("mount", str(paths.rootfs))
-            rootfs.mount_overlay(image, paths.upper, paths.work, paths.rootfs)
+            rootfs.mount_overlay(image.path, paths.upper, paths.work, paths.rootfs)
             cgroup.create(spec.limits, cfg.on_create)
         except BaseException as exc:
             try:
@@ -183,6 +203,27 @@ class Container:
     @property
     def spec(self) -> ContainerSpec:
         return self._state.spec
+
+    @property
+    def image_config(self) -> ImageConfig:
+        """The image's config (OCI images; empty otherwise)."""
+        return ImageConfig.from_dict(self._state.image_config)
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """What the main process runs: as Docker does, the image's Entrypoint followed by the
+        spec's argv, or by the image's Cmd when the spec's argv is empty."""
+        cfg = self.image_config
+        return cfg.entrypoint + (self.spec.argv or cfg.cmd)
+
+    @property
+    def workdir(self) -> str:
+        """The spec's workdir; the image's WorkingDir when the spec keeps the default "/"."""
+        return self.spec.workdir if self.spec.workdir != "/" else (self.image_config.workdir or "/")
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of processes in the container (defaults, image Env, spec env, extra)."""
+        return container_env(self.spec, extra, self.image_config.env)
 
     @property
     def state_path(self) -> Path:
@@ -271,19 +312,21 @@ class Container:
         if not rootfs.is_mounted(str(self._paths.rootfs)):
             raise ContainerError(f"cannot start container {self.name!r}: its root fs {self._paths.rootfs} is not mounted")
         launch = Launch(
-            argv=spec.argv,
-            env=container_env(spec),
-            workdir=spec.workdir,
+            argv=self.argv,
+            env=self.env(),
+            workdir=self.workdir,
             hostname=spec.effective_hostname,
             rootfs=str(self._paths.rootfs),
             stdout_path=str(self._paths.stdout),
             stderr_path=str(self._paths.stderr),
             exit_path=str(self._paths.exit_status),
             netns=spec.netns,
-            sysctls=spec.sysctls,
+            sysctls={**DEFAULT_SYSCTLS, **spec.sysctls},
             idmap=spec.idmap,
             caps=cap_mask(spec.capabilities),
+            binds=tuple(st.binds),
         )
+        self._cfg.moves.ensure()
         result = spawn(launch, self._cgroup)
         if result.pid is not None:
             st.pid, st.pid_start, st.status = result.pid, proc_start_time(result.pid), "running"
@@ -345,11 +388,12 @@ class Container:
         if popen_kwargs.pop("preexec_fn", None) is not None:
             raise SpecError("popen: preexec_fn is not supported (it would run outside the container's limits)")
         popen_kwargs.pop("start_new_session", None)
+        self._cfg.moves.ensure()
         try:
             return ContainerProcess(
                 list(argv),
-                env=container_env(self.spec, extra_env),
-                preexec_fn=enter_preexec(pid, self._cgroup, self.spec.workdir, cap_mask(self.spec.capabilities)),
+                env=self.env(extra_env),
+                preexec_fn=enter_preexec(pid, self._cgroup, self.workdir, cap_mask(self.spec.capabilities)),
                 start_new_session=True,
                 **popen_kwargs,
             )

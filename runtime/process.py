@@ -19,6 +19,7 @@ Children never return into the caller's code: they os._exit().
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import select
 import signal
@@ -60,6 +61,7 @@ class Launch:
     sysctls: Mapping[str, str] = field(default_factory=dict)
     idmap: IdMap | None = None
     caps: int = 0  # capability mask root inside keeps (runtime.caps)
+    binds: tuple[str, ...] = ()  # host dirs ("usr", ...) bound read-only at the same place in the rootfs
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,7 @@ def _close_all_but(keep: Sequence[int]) -> None:
 
 def _setup_child(launch: Launch, report_w: int, go_r: int, fds: list[int]) -> None:  # pragma: no cover
     stage = "signals"
+    gc.disable()  # a collection would walk (and copy-on-write) every object of the caller's heap
     try:
         # Default dispositions (signals stay blocked until the init installs its handlers) and
         # a session of our own: a Ctrl-C meant for the caller's process group is not for us.
@@ -270,6 +273,8 @@ def _setup_child(launch: Launch, report_w: int, go_r: int, fds: list[int]) -> No
         ns.unshare(ns.CLONE_NEWNS)  # host root's own mount namespace, only to mount sysfs
         ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
         rootfs.mount_sysfs(launch.rootfs)
+        stage = "binds"
+        rootfs.bind_host_dirs(launch.rootfs, launch.binds)
         stage = "unshare"
         flags = ns.CLONE_NEWNS | ns.CLONE_NEWPID | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC
         ns.unshare(flags | (ns.CLONE_NEWUSER if launch.idmap is not None else 0))

@@ -17,6 +17,7 @@ __all__ = [
     "DEV_NODES",
     "MASKED_PATHS",
     "READONLY_PATHS",
+    "bind_host_dirs",
     "enter_rootfs",
     "fs_type",
     "is_mounted",
@@ -159,6 +160,15 @@ def mount_sysfs(rootfs: str) -> None:
     if not os.path.isdir(target):
         os.mkdir(target, 0o555)
     ns.mount("sysfs", target, "sysfs", ns.MS_RDONLY | ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
+
+
+def bind_host_dirs(rootfs: str, names: tuple[str, ...]) -> None:
+    """Bind the host's /NAME read-only (nosuid, nodev) onto rootfs/NAME, for each name. Like
+    mount_sysfs: as host root, before the user namespace, so the mounts are locked read-only."""
+    for name in names:
+        target = os.path.join(rootfs, name)
+        ns.mount("/" + name, target, None, ns.MS_BIND)
+        ns.mount(None, target, None, ns.MS_BIND | ns.MS_REMOUNT | ns.MS_RDONLY | ns.MS_NOSUID | ns.MS_NODEV)
 
 
 def mask_paths() -> None:

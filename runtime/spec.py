@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SUPPORTED_IMAGES = frozenset({"busybox"})
+SUPPORTED_IMAGES = frozenset({"busybox", "host"})  # and "oci:PATH"
 
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
 _HOSTNAME_RE = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9_.-]*[a-zA-Z0-9])?\Z")
@@ -122,10 +122,16 @@ class ContainerSpec:
         if isinstance(self.argv, str) or not isinstance(self.argv, (tuple, list)):
             raise SpecError(f"{self.name}: argv must be a sequence of strings, got {self.argv!r}")
         set_(self, "argv", tuple(self.argv))
-        if not self.argv or not all(isinstance(a, str) and "\0" not in a for a in self.argv) or not self.argv[0]:
-            raise SpecError(f"{self.name}: argv must be a non-empty sequence of strings, got {self.argv!r}")
-        if self.image not in SUPPORTED_IMAGES:
-            raise SpecError(f"{self.name}: image {self.image!r} is not supported (known: {sorted(SUPPORTED_IMAGES)})")
+        is_oci = isinstance(self.image, str) and self.image.startswith("oci:")
+        if not isinstance(self.image, str) or not (self.image in SUPPORTED_IMAGES or (is_oci and len(self.image) > 4)) \
+                or "\0" in self.image:
+            raise SpecError(f"{self.name}: image {self.image!r} is not supported "
+                            f"(known: {sorted(SUPPORTED_IMAGES)} or oci:PATH)")
+        empty_ok = is_oci and not self.argv  # an OCI image's Entrypoint/Cmd
+        if not empty_ok and (not self.argv or not all(isinstance(a, str) and "\0" not in a for a in self.argv)
+                             or not self.argv[0]):
+            raise SpecError(f"{self.name}: argv must be a non-empty sequence of strings, got {self.argv!r}"
+                            + ("" if is_oci else " (only an oci: image may leave it empty)"))
         if self.hostname is not None and (
             not isinstance(self.hostname, str) or len(self.hostname) > 64 or not _HOSTNAME_RE.match(self.hostname)
         ):
@@ -180,9 +186,16 @@ class ExecResult:
     duration_s: float
 
 
-def container_env(spec: ContainerSpec, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment a process inside the container starts with."""
+def container_env(
+    spec: ContainerSpec, extra: Mapping[str, str] | None = None, image_env: Sequence[str] = ()
+) -> dict[str, str]:
+    """The environment a process inside the container starts with: defaults, then the image's
+    Env (KEY=VALUE), then the spec's env, then `extra`."""
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "HOSTNAME": spec.effective_hostname}
+    for item in image_env:
+        key, sep, value = item.partition("=")
+        if sep and key:
+            env[key] = value
     env.update(spec.env)
     if extra:
         env.update(_frozen_str_map("env", extra))

@@ -63,6 +63,8 @@ class ContainerState:
 
     spec: ContainerSpec
     image: str  # path of the lower dir
+    binds: list[str] = field(default_factory=list)  # host dirs bound read-only (relative names, e.g. "usr")
+    image_config: dict[str, Any] = field(default_factory=dict)  # runtime.oci.ImageConfig.to_dict()
     cgroups: list[str] = field(default_factory=list)
     mounts: list[str] = field(default_factory=list)
     pid: int | None = None

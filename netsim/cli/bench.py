@@ -32,19 +32,26 @@ def bench_tracer(count: int = typer.Option(200_000, "--count", help="UDP datagra
                  json_out: bool = typer.Option(False, "--json")) -> None:
     """A UDP burst through a NAPT path, captured on 5 interfaces by netsim and by plain tcpdump
     at the same time (sent vs kept), then analysed offline (packets/s from pcap to journeys)."""
+    import os
     import tempfile
 
     from ..trace.bench import analysis_rate, capture_burst
     try:
         burst = None
+        classic = None
         with tempfile.TemporaryDirectory(prefix="netsim-bench-") as tmp:
             target = trace
             if target is None or not analysis:
                 from ..lab.lab import check_environment
                 check_environment()
                 target = keep_trace or Path(tmp) / "trace"
-                burst = capture_burst(count, plain_tcpdump=tcpdump, trace_dir=target)
+                burst = capture_burst(count, plain_tcpdump=tcpdump, trace_dir=target,
+                                      classic_dir=Path(tmp) / "classic")
+            load = os.getloadavg()
             rate = analysis_rate(target, runs=runs)
+            if burst is not None and burst.classic_trace_dir is not None:
+                # the same packets in tcpdump's classic pcaps (the version-1 layout)
+                classic = analysis_rate(burst.classic_trace_dir, runs=runs, anchors=False)
     except NetsimError as e:
         err.print(f"[red]netsim:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(e.exit_code) from None
@@ -58,6 +65,13 @@ def bench_tracer(count: int = typer.Option(200_000, "--count", help="UDP datagra
                           "lossless": burst.lossless if burst and not analysis else None,
                           "interfaces": rows,
                           "analysis_packets_per_s": round(rate.packets_per_s),
+                          "analysis_container": rate.container,
+                          "analysis_pcap_packets_per_s":
+                              round(classic.packets_per_s) if classic else None,
+                          "pcapng_conversion": {
+                              "records": burst.convert_records, "seconds": burst.convert_s,
+                              "ms_per_100k_records": burst.convert_ms_per_100k} if burst else None,
+                          "loadavg_1m": load[0],
                           "analysis": rate.as_dict(),
                           "trace_dir": str(keep_trace or trace or "")}))
         return
@@ -76,14 +90,22 @@ def bench_tracer(count: int = typer.Option(200_000, "--count", help="UDP datagra
         out.print(t)
         out.print("[green]lossless: kept = sent on every interface[/]" if burst.lossless
                   else "[red]NOT lossless: see kept / drops above[/]")
+        out.print(f"pcap -> pcapng: {burst.convert_records:,} records in {burst.convert_s:.3f} s "
+                  f"({burst.convert_ms_per_100k:.0f} ms per 100k)")
     a = Table(title=f"tracer analysis: {rate.packets:,} packets -> {rate.journeys:,} journeys "
-                    f"(median of {rate.runs} runs)")
+                    f"(median of {rate.runs} runs; load average {load[0]:.2f} on "
+                    f"{os.cpu_count()} cores when it began)")
     a.add_column("stage")
     a.add_column("packets/s", justify="right")
-    a.add_row("netsim: pcap -> journeys (end to end)", f"{rate.packets_per_s:,.0f}")
-    a.add_row("netsim: pcap -> packets (decode)", f"{rate.decode_per_s:,.0f}")
+    f = rate.container
+    a.add_row(f"netsim: {f} -> journeys (end to end)", f"{rate.packets_per_s:,.0f}")
+    a.add_row(f"netsim: {f} -> packets (decode)", f"{rate.decode_per_s:,.0f}")
     a.add_row("netsim: packets -> journeys", f"{rate.journeys_per_s:,.0f}")
-    a.add_row("netsim: pcap -> journeys + every hop's changes", f"{rate.with_hops_per_s:,.0f}")
+    a.add_row(f"netsim: {f} -> journeys + every hop's changes", f"{rate.with_hops_per_s:,.0f}")
+    if classic is not None:
+        a.add_row(f"netsim: {classic.container} -> journeys (same packets, tcpdump's files)",
+                  f"{classic.packets_per_s:,.0f}")
+        a.add_row(f"netsim: {classic.container} -> packets (decode)", f"{classic.decode_per_s:,.0f}")
     for name, value in rate.anchors.items():
         a.add_row(f"anchor: {name.removesuffix('_per_s').replace('_', ' ')}", f"{value:,.0f}")
     out.print(a)

@@ -129,9 +129,11 @@ def run_bench(n: int, up_count: int, workers: int, docker: bool) -> dict[str, ob
     host = f"netsim-{tag}-host"
     netns.create(host)
     bridge: HostBridge | None = None
+    rt: Runtime | None = None
     try:
         bridge = HostBridge(host, "docker0", GATEWAY, SUBNET.prefixlen)
-        b = _Bench(tag, Runtime(state / "runtime"), bridge, state)
+        rt = Runtime(state / "runtime")
+        b = _Bench(tag, rt, bridge, state)
         b.one(0)  # warm: image build and caches, not measured
         ours: list[float] = []
         theirs: list[float] = []
@@ -151,6 +153,8 @@ def run_bench(n: int, up_count: int, workers: int, docker: bool) -> dict[str, ob
     finally:
         if bridge is not None:
             bridge.close()
+        if rt is not None:
+            rt.close()
         _cleanup(tag, state)
     med = statistics.median(ours)
     dmed = statistics.median(theirs) if theirs else None

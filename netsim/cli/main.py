@@ -32,6 +32,7 @@ def _register_subcommands() -> None:
     app.add_typer(bench_app, name="bench")
     register_lab(app)
     register_diff(app)
+    __import__("netsim.cli.netem_cmd", fromlist=["register"]).register(app)
 
 
 _register_subcommands()

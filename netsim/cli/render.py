@@ -4,8 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from ..experiment import NAT_DISAGREEMENT
 from ..model.predict import Prediction
 from ..trace.records import ConntrackEvent
 from ..verify import Report
@@ -89,11 +91,19 @@ def hops_table(r: Report) -> Table:
 
 
 def verdict_line(console: Console, r: Report) -> None:
+    """The verdict: PASS/FAIL with each failed check, the trace's completeness and, whatever
+    the verdict, any disagreement between the NAT table seen in the packets and conntrack's."""
     n_exp = sum(1 for c in r.checks if c.kind == "expect")
     n_model = len(r.checks) - n_exp
     bad = r.failed
+    nat = [p.removeprefix(NAT_DISAGREEMENT) for p in r.problems if p.startswith(NAT_DISAGREEMENT)]
+    other = [p for p in r.problems if not p.startswith(NAT_DISAGREEMENT)]
     if not r.complete:
-        console.print("[yellow]trace INCOMPLETE[/]: " + "; ".join(r.problems or ["see manifest"]))
+        console.print("[yellow]trace INCOMPLETE[/]: " + escape("; ".join(other or nat or ["see manifest"])))
+    if nat:
+        console.print(f"[yellow]NAT table: packets and conntrack DISAGREE[/] ({len(nat)})")
+        for d in nat:
+            console.print(f"  [yellow]≠[/] {escape(d)}")
     if r.ok:
         console.print(f"[bold green]PASS[/] {r.scenario}: {n_exp} expectations hold, "
                       f"{n_model} model checks match the kernel")

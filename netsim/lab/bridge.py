@@ -30,7 +30,7 @@ from ..model.addressing import Plan
 from . import netns
 from .network import CONTAINER_SYSCTLS, QUIET, LabNames
 
-__all__ = ["ContainerLink", "HostBridge", "build_bridge_side", "in_netns_thread", "new_container_netns", "wire_all"]
+__all__ = ["ContainerLink", "HostBridge", "build_bridge_side", "plan_links", "in_netns_thread", "new_container_netns", "wire_all"]
 
 _CLONE_NEWNET = 0x40000000
 _MS_BIND = 4096
@@ -158,49 +158,82 @@ class ContainerLink:
     mac: str
     ip: ipaddress.IPv4Address
     prefix: int
-    gateway: ipaddress.IPv4Address
+    gateway: ipaddress.IPv4Address | None      # the default route's gateway; None: no default route
+    bridge: str | None = None                  # None: the HostBridge's first bridge
 
 
 class HostBridge:
-    """docker0 in a host namespace and a netlink socket there, shared by the worker threads."""
+    """docker0 (and any further bridges, `add_bridge`) in a host namespace and a netlink socket
+    there, shared by the worker threads."""
 
     def __init__(self, host_netns: str, bridge: str, gateway: ipaddress.IPv4Address, prefix: int,
                  create: bool = True) -> None:
+        self.host_netns = host_netns
+        self.indexes: dict[str, int] = {}
         with in_netns_thread(netns.netns_path(host_netns)):
             self._rtnl = _Rtnl()
+        try:
+            self.bridge_index = self.add_bridge(bridge, gateway, prefix, create)
+        except LabError:
+            self._rtnl.close()
+            raise
+
+    def add_bridge(self, bridge: str, gateway: ipaddress.IPv4Address, prefix: int, create: bool = True) -> int:
+        """Create a bridge (its address = the gateway, up) and remember its index."""
+        with in_netns_thread(netns.netns_path(self.host_netns)):
             try:
                 if create:
                     self._rtnl.add_bridge(bridge)
-                self.bridge_index = socket.if_nametoindex(bridge)
+                index = socket.if_nametoindex(bridge)
                 if create:
-                    self._rtnl.request(self._rtnl.add_addr(self.bridge_index, gateway, prefix),
-                                       self._rtnl.set_up(self.bridge_index))
+                    self._rtnl.request(self._rtnl.add_addr(index, gateway, prefix), self._rtnl.set_up(index))
             except OSError as e:
-                self._rtnl.close()
-                raise LabError(f"netns {host_netns}: bridge {bridge}: {e.strerror}") from None
+                raise LabError(f"netns {self.host_netns}: bridge {bridge}: {e.strerror}") from None
+        self.indexes[bridge] = index
+        return index
 
     def close(self) -> None:
         self._rtnl.close()
 
     def wire(self, link: ContainerLink, record: Callable[..., None] | None = None) -> None:
         """Create the container's network namespace (recorded first) with eth0 on the bridge."""
-        new_container_netns(link.netns_name, record, lambda fd: self._attach(link, fd))
+        self.wire_container(link.netns_name, [link], record)
+
+    def wire_container(self, netns_name: str, links: list[ContainerLink],
+                       record: Callable[..., None] | None = None) -> None:
+        """Create a container's network namespace (recorded first) with one interface per link
+        (eth0, eth1, ...), each on its bridge."""
+        def attach(fd: int) -> None:
+            for link in links:
+                self._attach(link, fd)
+        new_container_netns(netns_name, record, attach)
 
     def _attach(self, link: ContainerLink, fd: int) -> None:
+        master = self.bridge_index if link.bridge is None else self.indexes[link.bridge]
         try:
-            self._rtnl.add_veth(link.veth, self.bridge_index, link.ifname, fd, link.mac)
+            self._rtnl.add_veth(link.veth, master, link.ifname, fd, link.mac)
         except OSError as e:
             raise LabError(f"veth {link.veth} -> {link.netns_name}: {e.strerror}") from None
         # back in the container's namespace (the caller's thread is there)
         inner = _Rtnl()
         try:
             eth = socket.if_nametoindex(link.ifname)
-            inner.request(inner.set_up(1), inner.add_addr(eth, link.ip, link.prefix), inner.set_up(eth),
-                          inner.add_default_route(link.gateway))
+            msgs = [inner.set_up(1), inner.add_addr(eth, link.ip, link.prefix), inner.set_up(eth)]
+            if link.gateway is not None:
+                msgs.append(inner.add_default_route(link.gateway))
+            inner.request(*msgs)
         except OSError as e:
             raise LabError(f"netns {link.netns_name}: {link.ifname} {link.ip}: {e.strerror}") from None
         finally:
             inner.close()
+
+
+def _lo_up(_fd: int) -> None:
+    inner = _Rtnl()
+    try:
+        inner.request(inner.set_up(1))
+    finally:
+        inner.close()
 
 
 def new_container_netns(name: str, record: Callable[..., None] | None,
@@ -237,26 +270,49 @@ def new_container_netns(name: str, record: Callable[..., None] | None,
 
 def wire_all(bridge: HostBridge, links: list[ContainerLink], record: Callable[..., None] | None,
              workers: int = 4) -> None:
-    """Wire every container on a thread pool; the first error is raised after all finished."""
-    if len(links) <= 1 or workers <= 1:
-        for link in links:
-            bridge.wire(link, record)
+    """Wire every container (its links grouped by namespace, in order) on a thread pool; the
+    first error is raised after all finished."""
+    groups: dict[str, list[ContainerLink]] = {}
+    for link in links:
+        groups.setdefault(link.netns_name, []).append(link)
+    if len(groups) <= 1 or workers <= 1:
+        for ns_name, group in groups.items():
+            bridge.wire_container(ns_name, group, record)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="netsim-wire") as pool:
-        futures = [pool.submit(bridge.wire, link, record) for link in links]
+        futures = [pool.submit(bridge.wire_container, ns_name, group, record) for ns_name, group in groups.items()]
         errors = [f.exception() for f in futures]
     for e in errors:
         if e is not None:
             raise e
 
 
+def plan_links(plan: Plan, names: LabNames) -> list[ContainerLink]:
+    """Every container interface of the plan: eth0, eth1, ... on their networks' bridges; the
+    default route only by the gateway network (none on internal networks), as Docker does."""
+    links: list[ContainerLink] = []
+    for c in plan.containers.values():
+        for e in c.endpoints:
+            net = plan.networks[e.network]
+            links.append(ContainerLink(names.container(c.name), e.veth, e.ifname, e.mac, e.ip, net.subnet.prefixlen,
+                                       net.gateway if e.network == c.gateway_network else None, net.bridge))
+    return links
+
+
 def build_bridge_side(plan: Plan, names: LabNames, record: Callable[..., None]) -> None:
-    """Create every container's network namespace (recorded first), docker0 and the veths."""
-    bridge = HostBridge(names.host, plan.bridge, plan.gateway, plan.subnet.prefixlen)
+    """Create every network's bridge (docker0 first), every container's network namespace
+    (recorded first) and the veths; a `network_mode: none` container gets a namespace with lo only."""
+    nets = list(plan.networks.values())
+    first = nets[0] if nets else None
+    bridge = HostBridge(names.host, first.bridge if first else plan.bridge, first.gateway if first else plan.gateway,
+                        first.subnet.prefixlen if first else plan.subnet.prefixlen)
     try:
-        links = [ContainerLink(names.container(c.name), c.veth, c.ifname, c.mac, c.ip, plan.subnet.prefixlen,
-                               plan.gateway) for c in plan.containers.values()]  # fmt: skip
-        wire_all(bridge, links, record)
+        for n in nets[1:]:
+            bridge.add_bridge(n.bridge, n.gateway, n.subnet.prefixlen)
+        wire_all(bridge, plan_links(plan, names), record)
+        for name, mode in plan.modes.items():
+            if mode == "none":
+                new_container_netns(names.container(name), record, _lo_up)
     except OSError as e:
         raise LabError(f"bridge side: {e}") from None
     finally:

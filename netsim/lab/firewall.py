@@ -1,4 +1,4 @@
-"""Docker's iptables rules for the default bridge, rendered as iptables-restore input.
+"""Docker's iptables rules for the default bridge and user-defined networks, rendered as iptables-restore input.
 Rendering is pure (unit-tested against golden dumps, one per configuration, as moby keeps
 them under integration/network/bridge/iptablesdoc); applying runs iptables-restore inside the
 lab's host namespace.
@@ -19,7 +19,10 @@ The layout is Docker 28's, with `--userland-proxy=false` (NAT in the kernel only
   filter DOCKER-CT   -o BR ctstate RELATED,ESTABLISHED -j ACCEPT
   filter DOCKER-BRIDGE -o BR -j DOCKER
   filter DOCKER      -d C ! -i BR -o BR -p P --dport CP -j ACCEPT      (per published port)
-  filter DOCKER      ! -i BR -o BR -j DROP
+  filter DOCKER      ! -i BR -o BR -j DROP                         (isolation: per bridge)
+  internal networks: no MASQUERADE, no DOCKER/DOCKER-CT/DOCKER-BRIDGE rules; instead
+  filter DOCKER-INTERNAL ! -s SUBNET -o BR -j DROP; ! -d SUBNET -i BR -j DROP
+  filter DOCKER-FORWARD  -i BR -o BR -j ACCEPT                        (inside the network only)
 Every rule carries the comment `netsim:<lab>`.
 """
 from __future__ import annotations
@@ -42,12 +45,19 @@ def render_home_router_rules(plan: Plan, lab: str) -> str:
 
 
 def render_rules(s: Scenario, plan: Plan, lab: str) -> str:
+    """Docker 28's rules for every network, in the order a daemon creating the default network
+    and then the scenario's networks one by one leaves them (moby's usernet-*.md): per-network
+    nat POSTROUTING rules are inserted at the top (the newest network first), filter rules are
+    appended (the oldest first), DOCKER-INTERNAL rules are inserted (the newest first)."""
     tag = f'-m comment --comment "netsim:{lab}"'
-    br, sub = plan.bridge, str(plan.subnet)
+    nets = list(plan.networks.values()) or []
+    external = [n for n in nets if not n.internal]
+    internal = [n for n in nets if n.internal]
+    bridge_of = {n.name: n.bridge for n in nets}
     pubs = publications(s, plan)
-    published_ips = sorted({p.container_ip for p in pubs})
+    published = sorted({(p.container_ip, bridge_of.get(p.network, plan.bridge)) for p in pubs})
     raw = ["*raw", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
-    for ip in published_ips:
+    for ip, br in published:
         raw.append(f"-A PREROUTING -d {ip}/32 ! -i {br} {tag} -j DROP")
     for p in pubs:
         if p.host_ip is not None and p.host_ip.is_loopback:
@@ -60,10 +70,11 @@ def render_rules(s: Scenario, plan: Plan, lab: str) -> str:
         ":POSTROUTING ACCEPT [0:0]", ":DOCKER - [0:0]",
         f"-A PREROUTING -m addrtype --dst-type LOCAL {tag} -j DOCKER",
         f"-A OUTPUT -m addrtype --dst-type LOCAL {tag} -j DOCKER",
-        f"-A POSTROUTING -o {br} -m addrtype --src-type LOCAL {tag} -j MASQUERADE",
     ]
-    if s.host.masquerade:
-        nat.append(f"-A POSTROUTING -s {sub} ! -o {br} {tag} -j MASQUERADE")
+    for n in reversed(external):
+        nat.append(f"-A POSTROUTING -o {n.bridge} -m addrtype --src-type LOCAL {tag} -j MASQUERADE")
+        if s.host.masquerade:
+            nat.append(f"-A POSTROUTING -s {n.subnet} ! -o {n.bridge} {tag} -j MASQUERADE")
     seen: set[tuple[object, ...]] = set()
     for p in pubs:
         key = (p.container_ip, p.proto, p.container_port)
@@ -89,16 +100,22 @@ def render_rules(s: Scenario, plan: Plan, lab: str) -> str:
         key = (p.container_ip, p.proto, p.container_port)
         if key not in seen:
             seen.add(key)
+            br = bridge_of.get(p.network, plan.bridge)
             flt.append(f"-A DOCKER -d {p.container_ip}/32 ! -i {br} -o {br} -p {p.proto} -m {p.proto} "
                        f"--dport {p.container_port} {tag} -j ACCEPT")
+    flt += [f"-A DOCKER ! -i {n.bridge} -o {n.bridge} {tag} -j DROP" for n in external]
+    flt += [f"-A DOCKER-BRIDGE -o {n.bridge} {tag} -j DOCKER" for n in external]
+    flt += [f"-A DOCKER-CT -o {n.bridge} -m conntrack --ctstate RELATED,ESTABLISHED {tag} -j ACCEPT"
+            for n in external]
     flt += [
-        f"-A DOCKER ! -i {br} -o {br} {tag} -j DROP",
-        f"-A DOCKER-BRIDGE -o {br} {tag} -j DOCKER",
-        f"-A DOCKER-CT -o {br} -m conntrack --ctstate RELATED,ESTABLISHED {tag} -j ACCEPT",
         f"-A DOCKER-FORWARD {tag} -j DOCKER-CT",
         f"-A DOCKER-FORWARD {tag} -j DOCKER-INTERNAL",
         f"-A DOCKER-FORWARD {tag} -j DOCKER-BRIDGE",
-        f"-A DOCKER-FORWARD -i {br} {tag} -j ACCEPT",
-        "COMMIT",
     ]
+    flt += [f"-A DOCKER-FORWARD -i {n.bridge} {tag} -j ACCEPT" if not n.internal else
+            f"-A DOCKER-FORWARD -i {n.bridge} -o {n.bridge} {tag} -j ACCEPT" for n in nets]
+    for n in reversed(internal):
+        flt += [f"-A DOCKER-INTERNAL ! -s {n.subnet} -o {n.bridge} {tag} -j DROP",
+                f"-A DOCKER-INTERNAL ! -d {n.subnet} -i {n.bridge} {tag} -j DROP"]
+    flt.append("COMMIT")
     return "\n".join(raw + nat + flt) + "\n"

@@ -76,6 +76,9 @@ class Lab:
     # -- bring up ---------------------------------------------------------------------------
     def up(self) -> None:
         check_environment()
+        expressible = getattr(self.engine, "check_expressible", None)
+        if expressible is not None:
+            expressible(self)     # a scenario the engine cannot run: exit 2 before anything is made
         if self.ledger.path.exists():
             raise LabError(f"lab {self.name} already exists ({self.dir}): `netsim down {self.name}` "
                            "removes it, or pass another --name")
@@ -108,19 +111,23 @@ class Lab:
         for c in self.scenario.containers:
             if c.ready_port:
                 self._wait_listening(c.name, c.ready_port, timeout=10)
-        self.progress(f"containers: {', '.join(f'{n} {a.ip} on {a.veth}' for n, a in self.plan.containers.items())}"
-                      f" ({time.monotonic() - t0:.2f}s)")
+        placed = [f"{n} " + ", ".join(f"{e.ip} on {e.veth}" + (f" ({e.network})" if len(self.plan.networks) > 1 else "")
+                                      for e in a.endpoints) for n, a in self.plan.containers.items()]
+        placed += [f"{n} network_mode {m}" for n, m in self.plan.modes.items()]
+        self.progress(f"containers: {', '.join(placed)} ({time.monotonic() - t0:.2f}s)")
 
     def _apply_host_switches(self) -> None:
         """The scenario's host switches, whatever the engine: bridge-nf-call-iptables, and
         what Docker does with userland-proxy=false — hairpin mode on every port of the bridge
         and route_localnet on it (so 127.0.0.1:PORT can be DNATed to a container)."""
         h = self.scenario.host
+        bridges = [n.bridge for n in self.plan.networks.values()] or [self.plan.bridge]
         netns.write_sysctls(self.names.host, {
             "net.bridge.bridge-nf-call-iptables": "1" if h.bridge_nf_call_iptables else "0",
-            f"net.ipv4.conf.{self.plan.bridge}.route_localnet": "1",
+            **{f"net.ipv4.conf.{br}.route_localnet": "1" for br in bridges},
         })
-        ports = [self.interfaces().get(c.veth, c.veth) for c in self.plan.containers.values()]
+        iface_map = self.interfaces()
+        ports = [iface_map.get(e.veth, e.veth) for e in self.plan.endpoints()]
         if ports:
             mode = "on" if h.hairpin_mode else "off"
             batch = "".join(f"link set dev {p} type bridge_slave hairpin {mode}\n" for p in ports)

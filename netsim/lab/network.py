@@ -47,6 +47,11 @@ class LabNames:
         return f"netsim-{self.lab}-x-{name}"
 
     def of(self, who: str, plan: Plan) -> str:
+        """The namespace `who` sends from: a container with a network_mode uses the host's, or
+        the one of the container it joined."""
+        if who in plan.modes:
+            owner = plan.netns_owner(who)
+            return self.host if owner == "host" else self.container(owner)
         if who == "host":
             return self.host
         if who == "router":

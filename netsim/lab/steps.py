@@ -79,7 +79,7 @@ def run_step(lab: "Lab", st: Step) -> StepResult:
     ip = str(lab.plan.address_of(target))
     t0 = time.time()
     budget = st.timeout * max(1, st.count if st.send in ("ping", "udp") else 1) + 5
-    if in_container(st, lab.plan.containers):
+    if in_container(st, [c.name for c in lab.scenario.containers]):
         argv = _busybox_argv(st, ip, port)
         r = lab.engine.exec(st.from_, argv, timeout=budget)
         rc, out = r.returncode, r.stdout + r.stderr

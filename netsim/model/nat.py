@@ -1,7 +1,8 @@
 """Docker's NAT semantics as Linux netfilter carries them out.  Pure.
 
-- Published ports: DNAT `host:HOST_PORT/proto` -> `container:CONTAINER_PORT` for packets that
-  arrive from outside the bridge (Docker's nat `DOCKER` chain).
+- Published ports: DNAT `host:HOST_PORT/proto` -> `container:CONTAINER_PORT` (Docker's nat
+  `DOCKER` chain), to the container's address on the network that gives it its default route
+  (moby programs port mappings for the gateway endpoint only).
 - MASQUERADE: packets from the bridge subnet leaving by another interface get the NIC address
   as source.  Port selection (NAT-BEHAVIOUR.md): reuse the mapping the same inside ip:port
   already has if the resulting tuple is unique; else keep the original port if free; else some
@@ -29,6 +30,7 @@ class Publication:
     container_ip: ipaddress.IPv4Address
     container_port: int
     host_ip: ipaddress.IPv4Address | None = None   # None: every host address (0.0.0.0)
+    network: str = "bridge"                         # where the container is published (its gateway network)
 
     def accepts(self, dst: ipaddress.IPv4Address | str) -> bool:
         return self.host_ip is None or ipaddress.IPv4Address(dst) == self.host_ip
@@ -38,9 +40,14 @@ def publications(s: Scenario, plan: Plan) -> list[Publication]:
     """Every published port, in scenario order."""
     out: list[Publication] = []
     for c in s.containers:
+        addr = plan.containers.get(c.name)
+        if addr is None or addr.gateway_network is None:
+            continue   # a network_mode or internal-only container publishes nothing
+        ep = addr.on(addr.gateway_network)
+        assert ep is not None
         for p in c.publish:
             for hp, cp in p.pairs():
-                out.append(Publication(p.proto, hp, c.name, plan.containers[c.name].ip, cp, p.host_ip))
+                out.append(Publication(p.proto, hp, c.name, ep.ip, cp, p.host_ip, ep.network))
     return out
 
 

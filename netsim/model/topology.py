@@ -24,6 +24,9 @@ UPSTREAM_BRIDGE = "ext0"     # the upstream router's bridge to the external host
 
 
 def ns_of(name: str, plan: Plan) -> str:
+    if name in plan.modes:
+        owner = plan.netns_owner(name)
+        return HOST_NS if owner == "host" else f"ns:c:{owner}"
     if name == "host":
         return HOST_NS
     if name == "router":
@@ -46,8 +49,9 @@ def build_graph(plan: Plan) -> nx.Graph:
     g: nx.Graph = nx.Graph()
     g.add_node(HOST_NS, kind="ns", role="host", label="docker host")
     g.add_node(UPSTREAM_NS, kind="ns", role="upstream", label="ISP router")
-    bridge = _iface(g, HOST_NS, plan.bridge, role="bridge", address=f"{plan.gateway}/{plan.subnet.prefixlen}",
-                    captured=True)
+    bridges = {n.name: _iface(g, HOST_NS, n.bridge, role="bridge", network=n.name, internal=n.internal,
+                              address=f"{n.gateway}/{n.subnet.prefixlen}", captured=True)
+               for n in plan.networks.values()}
     nic = _iface(g, HOST_NS, plan.nic, role="nic", address=str(plan.nic_ip), captured=True)
     if plan.home_lan is not None and plan.home_wan is not None:
         g.add_node(HOME_NS, kind="ns", role="home-router", label="home router")
@@ -68,11 +72,18 @@ def build_graph(plan: Plan) -> nx.Graph:
     for c in plan.containers.values():
         ns = f"ns:c:{c.name}"
         g.add_node(ns, kind="ns", role="container", label=c.name, ip=str(c.ip))
-        inner = _iface(g, ns, c.ifname, role="container-eth", address=f"{c.ip}/{plan.subnet.prefixlen}", mac=c.mac)
-        port = f"if:host:{c.veth}"
-        g.add_node(port, kind="iface", ns=HOST_NS, name=c.veth, role="veth", captured=True, container=c.name)
-        g.add_edge(inner, port, kind="veth")
-        g.add_edge(port, bridge, kind="bridge-port")
+        for e in c.endpoints:
+            net = plan.networks[e.network]
+            inner = _iface(g, ns, e.ifname, role="container-eth", address=f"{e.ip}/{net.subnet.prefixlen}",
+                           mac=e.mac, network=e.network)
+            port = f"if:host:{e.veth}"
+            g.add_node(port, kind="iface", ns=HOST_NS, name=e.veth, role="veth", captured=True,
+                       container=c.name, network=e.network)
+            g.add_edge(inner, port, kind="veth")
+            g.add_edge(port, bridges[e.network], kind="bridge-port")
+    for name, mode in plan.modes.items():
+        if mode == "none":   # a namespace with only lo: no edge to anything
+            g.add_node(f"ns:c:{name}", kind="ns", role="container", label=name, mode="none")
     for name, ip in plan.externals.items():
         ns = f"ns:x:{name}"
         g.add_node(ns, kind="ns", role="external", label=name, ip=str(ip))
@@ -89,12 +100,26 @@ def build_graph(plan: Plan) -> nx.Graph:
     return g
 
 
-def path_interfaces(g: nx.Graph, src_ns: str, dst_ns: str) -> list[tuple[str, str | None, bool]]:
+def path_interfaces(g: nx.Graph, src_ns: str, dst_ns: str, src_if: str | None = None,
+                    dst_if: str | None = None) -> list[tuple[str, str | None, bool]]:
     """Everything crossed from src_ns to dst_ns, in order: interfaces as (namespace, interface
     name, seen by a capture on it) and the namespaces routed through on the way as
     (namespace, None, False).  A bridge crossed port-to-port (switched, not routed) is not seen
-    on the bridge device."""
-    nodes = nx.shortest_path(g, src_ns, dst_ns)
+    on the bridge device.  Containers never forward (Docker leaves ip_forward off in them), so
+    no path passes through another container; `src_if`/`dst_if` pin the interface a
+    multi-homed container sends or receives by.  No path: []."""
+    def keep(n: str) -> bool:
+        a = g.nodes[n]
+        if a["kind"] == "ns":
+            return n in (src_ns, dst_ns) or a.get("role") != "container"
+        for ns, pinned in ((src_ns, src_if), (dst_ns, dst_if)):
+            if pinned is not None and a.get("ns") == ns and a.get("name") != pinned:
+                return False
+        return True
+    try:
+        nodes = nx.shortest_path(nx.subgraph_view(g, filter_node=keep), src_ns, dst_ns)
+    except (nx.NetworkXNoPath, nx.NodeNotFound):
+        return []
     out: list[tuple[str, str | None, bool]] = []
     for i, n in enumerate(nodes):
         a = g.nodes[n]

@@ -7,6 +7,7 @@ from .schema import (
     External,
     HostConfig,
     Limits,
+    Network,
     Nic,
     Publish,
     Scenario,
@@ -17,7 +18,7 @@ from .schema import (
 
 __all__ = [
     "LoadedScenario", "load_scenario", "parse_scenario", "split_endpoint", "Bridge", "Container",
-    "Expect", "External", "HostConfig", "Limits", "Nic", "Publish", "Scenario", "Service", "Step",
+    "Expect", "External", "HostConfig", "Limits", "Network", "Nic", "Publish", "Scenario", "Service", "Step",
     "Upstream", "json_schema",
 ]
 

@@ -10,7 +10,8 @@ import yaml
 from pydantic import ValidationError
 
 from ..errors import ScenarioError
-from .schema import Scenario
+from .networks import container_networks, resolve_networks
+from .schema import DEFAULT_NETWORK, Scenario
 
 __all__ = ["load_scenario", "parse_scenario", "LoadedScenario", "split_endpoint"]
 
@@ -137,16 +138,42 @@ def _check_semantics(s: Scenario, path: str, lines: dict[Loc, int]) -> None:
         if net.overlaps(forbidden):
             fail(loc, "192.0.2.0/24 is this machine's own network; use 198.51.100.0/24 or 203.0.113.0/24")
 
-    used_ips: dict[ipaddress.IPv4Address, Loc] = {gw: ("host", "bridge")}
+    nets = _check_networks(s, fail)
+    used_ips: dict[ipaddress.IPv4Address, Loc] = {n.gateway: ("networks", n.index) if not n.default
+                                                  else ("host", "bridge") for n in nets.values()}
     published: dict[tuple[int, str], tuple[Loc, str | None]] = {}
+    modes: dict[str, str] = {}
     for i, c in enumerate(s.containers):
+        if c.network_mode is not None:
+            for fld in ("networks", "publish", "ip"):
+                if getattr(c, fld):
+                    fail(("containers", i, fld), f"conflicting options: {fld} and network_mode {c.network_mode} "
+                         "(Docker: a container in another network namespace has no endpoints of its own)")
+            if c.network_mode.startswith("container:"):
+                peer = c.network_mode.removeprefix("container:")
+                if peer == c.name:
+                    fail(("containers", i, "network_mode"), "a container cannot join its own network namespace")
+                if peer not in [x.name for x in s.containers[:i]]:
+                    fail(("containers", i, "network_mode"), f"container:{peer}: no container {peer!r} defined "
+                         "before this one (Docker needs it running first)")
+            modes[c.name] = c.network_mode
+        joined = container_networks(c)
+        for j, nname in enumerate(joined):
+            if nname not in nets:
+                fail(("containers", i, "networks", j), f"unknown network {nname!r} (known: {', '.join(nets)})")
+            if nname in joined[:j]:
+                fail(("containers", i, "networks", j), f"network {nname!r} is joined twice")
         if c.ip is not None:
-            if c.ip not in bridge.subnet or c.ip in (bridge.subnet.network_address,
-                                                     bridge.subnet.broadcast_address):
-                fail(("containers", i, "ip"), f"{c.ip} is not a host address of {bridge.subnet}")
+            first = nets[joined[0]]
+            if c.ip not in first.subnet or c.ip in (first.subnet.network_address, first.subnet.broadcast_address):
+                fail(("containers", i, "ip"), f"{c.ip} is not a host address of {first.subnet} "
+                     f"(network {first.name})")
             if c.ip in used_ips:
                 fail(("containers", i, "ip"), f"{c.ip} is already used by {_field(used_ips[c.ip])}")
             used_ips[c.ip] = ("containers", i, "ip")
+        if c.publish and joined and all(nets[n].internal for n in joined):
+            fail(("containers", i, "publish"), "the container is on internal networks only: Docker publishes "
+                 "ports on the network that gives it a default route, and internal networks give none")
         for j, p in enumerate(c.publish):
             if p.host_ip is not None and p.host_ip not in (s.host.nic.address.ip,
                                                            ipaddress.IPv4Address("127.0.0.1")):
@@ -168,7 +195,7 @@ def _check_semantics(s: Scenario, path: str, lines: dict[Loc, int]) -> None:
     lan = s.upstream.lan
     if home:
         for net, loc in ((lan, ("upstream", "lan")), (s.upstream.wan.network, ("upstream", "wan"))):
-            for other_net in (bridge.subnet, ext_net):
+            for other_net in [ext_net] + [n.subnet for n in nets.values()]:
                 if net.overlaps(other_net):
                     fail(loc, f"{net} overlaps {other_net}")
         if lan.overlaps(s.upstream.wan.network):
@@ -192,6 +219,8 @@ def _check_semantics(s: Scenario, path: str, lines: dict[Loc, int]) -> None:
 
     seen_links: set[str] = set()
     for i, ln in enumerate(s.links):
+        if ln.at in modes:
+            fail(("links", i, "at"), f"container {ln.at!r} has network_mode {modes[ln.at]}: it has no link of its own")
         if ln.at not in ("nic", "wan") and ln.at not in [c.name for c in s.containers]:
             fail(("links", i, "at"), f"unknown link {ln.at!r}: 'nic', 'wan' or a container's name")
         if ln.at == "wan" and s.upstream.kind != "home-router":
@@ -217,12 +246,16 @@ def _check_semantics(s: Scenario, path: str, lines: dict[Loc, int]) -> None:
         except ValueError as e:
             fail(("steps", i, "to"), str(e))
             raise  # unreachable
-        if target not in names and target not in RESERVED:
+        if "@" in target or target in modes:
+            why = _endpoint_problem(target, s, nets, modes)
+            if why:
+                fail(("steps", i, "to"), why)
+        elif target not in names and target not in RESERVED:
             try:
                 ipaddress.IPv4Address(target)
             except ValueError:
                 fail(("steps", i, "to"), f"unknown target {target!r}: a container, an external, "
-                     "'host', 'gateway' or an IPv4 address")
+                     "'host', 'gateway', CONTAINER@NETWORK or an IPv4 address")
         if st.send == "ping":
             if port is not None:
                 fail(("steps", i, "to"), "ping takes no port")
@@ -239,8 +272,67 @@ def _check_semantics(s: Scenario, path: str, lines: dict[Loc, int]) -> None:
             except ValueError as e:
                 fail(("steps", i, "expect", field), str(e))
                 raise
-            if ename not in names and ename not in RESERVED:
+            if "@" in ename or ename in modes:
+                why = _endpoint_problem(ename, s, nets, modes)
+                if why:
+                    fail(("steps", i, "expect", field), why)
+            elif ename not in names and ename not in RESERVED:
                 try:
                     ipaddress.IPv4Address(ename)
                 except ValueError:
                     fail(("steps", i, "expect", field), f"unknown endpoint {ename!r}")
+
+
+def _endpoint_problem(ref: str, s: Scenario, nets: dict[str, Any], modes: dict[str, str]) -> str | None:
+    """Why `NAME@NETWORK` (or a container with a network_mode) cannot be an address, or None."""
+    name, _, net = ref.partition("@")
+    if not net:
+        if modes.get(name) == "none":
+            return f"container {name!r} has network_mode none: it has no address"
+        return None
+    if net not in nets:
+        return f"{ref!r}: unknown network {net!r} (known: {', '.join(nets)})"
+    if name == "gateway":
+        return None
+    c = next((c for c in s.containers if c.name == name), None)
+    if c is None:
+        return f"{ref!r}: no container {name!r}"
+    if net not in container_networks(c):
+        return f"{ref!r}: container {name!r} is not on network {net!r}"
+    return None
+
+
+def _check_networks(s: Scenario, fail: Any) -> dict[str, Any]:
+    """User-defined networks: names, subnets, gateways and bridge names that Docker would accept."""
+    nets = resolve_networks(s)
+    forbidden = ipaddress.IPv4Network("192.0.2.0/24")
+    seen: dict[str, int] = {}
+    bridges = {s.host.bridge.name: "the default network's bridge", s.host.nic.name: "the host's NIC", "lo": "loopback"}
+    fixed = [(("host", "nic", "address"), s.host.nic.address.network), (("upstream", "subnet"), s.upstream.subnet)]
+    for i, n in enumerate(s.networks):
+        if n.name in (DEFAULT_NETWORK, "host", "none"):
+            fail(("networks", i, "name"), f"{n.name!r} is one of Docker's predefined networks")
+        if n.name in seen:
+            fail(("networks", i, "name"), f"network {n.name!r} is already defined at networks[{seen[n.name]}]")
+        seen[n.name] = i
+        spec = nets[n.name]
+        if n.subnet is None and spec.subnet.prefixlen == 30:
+            fail(("networks", i), "no free 172.18-31.0.0/16 subnet left: give this network a subnet")
+        if spec.subnet.prefixlen > 29:
+            fail(("networks", i, "subnet"), f"{spec.subnet} is too small for a gateway and containers")
+        if spec.subnet.overlaps(forbidden):
+            fail(("networks", i, "subnet"), "192.0.2.0/24 is this machine's own network; use another subnet")
+        if spec.gateway not in spec.subnet or spec.gateway in (spec.subnet.network_address,
+                                                               spec.subnet.broadcast_address):
+            fail(("networks", i, "gateway"), f"{spec.gateway} is not a host address of {spec.subnet}")
+        others = [(("host", "bridge", "subnet"), s.host.bridge.subnet)] + fixed + [
+            (("networks", j, "subnet"), nets[m.name].subnet) for j, m in enumerate(s.networks[:i])]
+        if s.upstream.kind == "home-router":
+            others += [(("upstream", "lan"), s.upstream.lan), (("upstream", "wan"), s.upstream.wan.network)]
+        for loc, other in others:
+            if spec.subnet.overlaps(other):
+                fail(("networks", i, "subnet"), f"{spec.subnet} overlaps {other} ({_field(loc)})")
+        if spec.bridge in bridges:
+            fail(("networks", i, "bridge"), f"bridge name {spec.bridge!r} is already {bridges[spec.bridge]}")
+        bridges[spec.bridge] = f"the bridge of network {n.name!r}"
+    return dict(nets)

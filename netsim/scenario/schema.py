@@ -13,10 +13,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 __all__ = [
     "Scenario", "Container", "External", "Service", "Publish", "Limits", "Step", "Expect",
-    "HostConfig", "Nic", "Bridge", "Upstream", "Link", "NAME_RE", "SEND_KINDS",
+    "HostConfig", "Nic", "Bridge", "Upstream", "Link", "Network", "NAME_RE", "NETWORK_RE", "SEND_KINDS",
+    "DEFAULT_NETWORK",
 ]
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
+NETWORK_RE = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
+DEFAULT_NETWORK = "bridge"     # Docker's default network: the host's docker0 (host.bridge)
 SEND_KINDS = ("http_get", "tcp_connect", "udp", "ping")
 _SIZE_RE = re.compile(r"^(\d+)([kmg]?)b?$", re.I)
 
@@ -144,6 +147,29 @@ def _parse_publish(v: object) -> object:
     return v
 
 
+def _check_network_name(v: object) -> object:
+    if isinstance(v, str):
+        v = v.strip()
+        if not NETWORK_RE.match(v):
+            raise ValueError(f"{v!r} is not a valid network name (lower-case letters, digits, '-' and '_', "
+                             "starting with a letter, at most 31 characters)")
+    return v
+
+
+class Network(_Strict):
+    """A user-defined bridge network, as `docker network create` makes it: its own bridge,
+    subnet and gateway, isolated from the other networks; `internal` has no way out (no
+    MASQUERADE, no default route in its containers)."""
+
+    name: Annotated[str, BeforeValidator(_check_network_name)]
+    subnet: ipaddress.IPv4Network | None = Field(
+        default=None, description="default: the next free 172.N.0.0/16 from 172.18 up, as Docker's default pool")
+    gateway: ipaddress.IPv4Address | None = Field(default=None, description="default: the subnet's first host")
+    bridge: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$",
+                               description="the bridge's name (default br- + 12 hex digits, as Docker's)")
+    internal: bool = False
+
+
 class Container(_Strict):
     name: Annotated[Name, BeforeValidator(_check_name)]
     image: str = Field(default="busybox", pattern=r"^(busybox|host|oci:.+)$",
@@ -154,7 +180,14 @@ class Container(_Strict):
     command: list[str] = Field(default_factory=lambda: ["sleep", "3600"], min_length=1)
     files: dict[str, str] = Field(default_factory=dict)
     publish: list[Annotated[Publish, BeforeValidator(_parse_publish)]] = Field(default_factory=list)
-    ip: ipaddress.IPv4Address | None = None
+    ip: ipaddress.IPv4Address | None = Field(default=None, description="fixed address on the first network")
+    networks: list[Annotated[str, BeforeValidator(_check_network_name)]] | None = Field(
+        default=None, description="networks joined in order (eth0, eth1, ...); default [bridge], the "
+        "default network on docker0")
+    network_mode: str | None = Field(
+        default=None, pattern=r"^(host|none|container:[a-z][a-z0-9-]{0,14})$",
+        description="host (the Docker host's network namespace), none (only lo) or container:NAME "
+        "(NAME's network namespace); excludes networks, publish and ip")
     limits: Limits = Limits()
     ready_port: int | None = Field(default=None, ge=1, le=65535,
                                    description="wait until this TCP port listens before the steps")
@@ -226,6 +259,7 @@ class Scenario(_Strict):
     description: str = ""
     host: HostConfig = HostConfig()
     upstream: Upstream = Upstream()
+    networks: list[Network] = Field(default_factory=list, description="user-defined bridge networks")
     containers: list[Container] = Field(default_factory=list)
     externals: list[External] = Field(default_factory=list)
     links: list[Link] = Field(default_factory=list)

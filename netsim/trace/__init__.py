@@ -23,6 +23,7 @@ from netsim.trace.nat_table import (
     cross_check,
     transitions,
 )
+from netsim.trace.pcapng import PcapngInterface, pcap_to_pcapng, read_interfaces
 from netsim.trace.records import (
     CaptureStats,
     ConntrackEvent,
@@ -47,6 +48,7 @@ __all__ = [
     "NatBinding",
     "NatTransition",
     "Packet",
+    "PcapngInterface",
     "TraceReader",
     "TraceWriter",
     "bindings_from_conntrack",
@@ -57,6 +59,8 @@ __all__ = [
     "dump_table",
     "match_key",
     "parse_event_line",
+    "pcap_to_pcapng",
+    "read_interfaces",
     "read_pcap",
     "scapy_packets",
     "stop_captures",

@@ -14,13 +14,18 @@ and once by a plain ``tcpdump -i IF -w FILE`` (the anchor).  Both are stopped at
 moment.  Per interface it reports the datagrams sent, how many the kernel's interface counters
 say crossed the interface, how many of them each capture wrote, and the kernel's drop counts.
 
-netsim's capture is written as a trace directory (manifest, events, pcap/), so the same burst
-can be analysed offline: ``analysis_rate`` times pcap -> packets -> journeys on it, next to
-scapy's ``RawPcapReader`` (record reading only) and scapy's full dissection on a sample.
+netsim's capture is written as a trace directory (manifest, events, pcap/), its pcaps turned
+into pcapng as ``netsim run`` does (the conversion is timed), so the same burst can be analysed
+offline: ``analysis_rate`` times capture file -> packets -> journeys on it, next to scapy's
+``RawPcapReader`` (record reading only) and scapy's full dissection on a sample.  With
+``classic_dir`` a twin of the trace keeps tcpdump's classic pcaps, to time both containers on
+the same packets.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -103,6 +108,13 @@ class BurstRun:
     send_rate: float            # datagrams/s the sender achieved
     interfaces: list[BurstInterface]
     trace_dir: Path | None = None   # netsim's capture as a trace directory (when kept)
+    convert_records: int = 0        # pcap records rewritten as pcapng (all interfaces)
+    convert_s: float = 0.0          # the time that took
+    classic_trace_dir: Path | None = None   # the same trace with tcpdump's classic pcaps
+
+    @property
+    def convert_ms_per_100k(self) -> float:
+        return self.convert_s / self.convert_records * 1e8 if self.convert_records else 0.0
 
     @property
     def lossless(self) -> bool:
@@ -115,6 +127,7 @@ class AnalysisResult:
     """Offline analysis of one trace directory; rates in packets per second."""
 
     trace_dir: str
+    container: str                # capture files: "pcapng", "pcap" or "pcap+pcapng"
     packets: int
     journeys: int
     runs: int
@@ -165,11 +178,12 @@ def _count_burst(path: Path, iface: str, size: int) -> int:
 
 def capture_burst(count: int = DEFAULT_COUNT, size: int = 16, buffer_kib: int = 32768,
                   plain_tcpdump: bool = True, trace_dir: Path | None = None,
-                  work_dir: Path | None = None) -> BurstRun:
+                  work_dir: Path | None = None, classic_dir: Path | None = None) -> BurstRun:
     """Send ``count`` datagrams along the path while capturing it both ways (module docstring).
 
     ``trace_dir``: write netsim's capture there as a trace directory (else a temporary one,
-    removed on return).
+    removed on return).  ``classic_dir``: also write the trace there with the classic pcaps
+    tcpdump wrote (format version 1), before they are converted.
     """
     from netsim.trace.store import TraceWriter
 
@@ -203,13 +217,20 @@ def capture_burst(count: int = DEFAULT_COUNT, size: int = 16, buffer_kib: int = 
         plain_stats = {s.iface: s for c in plain for s in c.stats or []}
         after = {iface: _counters(bed, ns[role], iface) for role, iface, _ in _CAPTURED}
         sent, secs = int(line[0]), float(line[1])
+        interfaces = {iface: {"role": trole, "netns": ns[role].name, "addresses": []}
+                      for role, iface, trole in _CAPTURED}
+        if classic_dir is not None:
+            shutil.copytree(writer.pcap_dir, Path(classic_dir) / "pcap")
+        t0 = time.perf_counter()
+        converted = writer.convert_pcaps(interfaces, stats.values(), f"Linux {os.uname().release}")
+        convert_s = time.perf_counter() - t0
         rows = []
         for role, iface, _ in _CAPTURED:
             st = stats[iface]
             pst = plain_stats.get(iface)
             rows.append(BurstInterface(
                 name=iface, netns=role, sent=sent, iface_packets=after[iface] - before[iface],
-                kept=_count_burst(writer.pcap_dir / f"{iface}.pcap", iface, size),
+                kept=_count_burst(writer.pcap_dir / f"{iface}.pcapng", iface, size),
                 kernel_drops=st.kernel_drops, if_drops=st.if_drops, not_written=st.not_written,
                 tcpdump_kept=None if pst is None else
                 _count_burst(Path(tmp) / "plain" / f"{iface}.pcap", iface, size),
@@ -217,17 +238,23 @@ def capture_burst(count: int = DEFAULT_COUNT, size: int = 16, buffer_kib: int = 
         writer.append_event({"type": "bench", "what": "udp burst", "count": count,
                              "size": size, "sent": sent, "seconds": secs})
         drops = sum(s.kernel_drops + s.if_drops + s.not_written for s in stats.values())
-        writer.write_manifest({
+        manifest = writer.write_manifest({
             "scenario": {"name": "bench-tracer-burst", "count": count, "size": size},
             "engine": "testbed",
-            "interfaces": {iface: {"role": trole, "netns": ns[role].name, "addresses": []}
-                           for role, iface, trole in _CAPTURED},
+            "interfaces": interfaces,
             "capture": list(stats.values()),
             "conntrack_overflows": 0,
             "complete": drops == 0,
         })
+        if classic_dir is not None:
+            shutil.copy(writer.dir / "events.jsonl", Path(classic_dir) / "events.jsonl")
+            data = json.loads(manifest.read_text())
+            data["format_version"] = 1          # tcpdump's pcaps: the version-1 layout
+            (Path(classic_dir) / manifest.name).write_text(json.dumps(data, indent=2) + "\n")
         return BurstRun(count, size, sent, sent / secs if secs > 0 else 0.0, rows,
-                        Path(trace_dir) if trace_dir is not None else None)
+                        Path(trace_dir) if trace_dir is not None else None,
+                        sum(converted.values()), convert_s,
+                        Path(classic_dir) if classic_dir is not None else None)
 
 
 def _median_rate(n: int, times: list[float]) -> float:
@@ -248,6 +275,7 @@ def analysis_rate(trace_dir: Path, runs: int = 3, anchors: bool = True,
 
     reader = TraceReader(Path(trace_dir))
     order = reader.tie_order()
+    container = "+".join(sorted({reader.pcap_path(i).suffix.lstrip(".") for i in order})) or "none"
     t_decode: list[float] = []
     t_journeys: list[float] = []
     t_hops: list[float] = []
@@ -268,7 +296,7 @@ def analysis_rate(trace_dir: Path, runs: int = 3, anchors: bool = True,
         t_hops.append(t3 - t2)
         del packets, journeys
     total = [a + b for a, b in zip(t_decode, t_journeys, strict=True)]
-    result = AnalysisResult(str(trace_dir), n_packets, n_journeys, len(total),
+    result = AnalysisResult(str(trace_dir), container, n_packets, n_journeys, len(total),
                             _median_rate(n_packets, t_decode), _median_rate(n_packets, t_journeys),
                             _median_rate(n_packets, total),
                             _median_rate(n_packets, [a + b for a, b in zip(total, t_hops, strict=True)]))

@@ -68,6 +68,7 @@ _PCAP_MAGICS: dict[bytes, tuple[str, int]] = {
     b"\xa1\xb2\x3c\x4d": (">", 1),
 }
 _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+_PCAPNG_BOM_LE = b"\x4d\x3c\x2b\x1a"               # 0x1A2B3C4D little endian
 _INDEX = itemgetter(2)                     # Packet.index
 
 
@@ -196,15 +197,33 @@ def decode_pcap(path: Path, iface: str,
         return _decode(path, data, iface, {} if tuples is None else tuples)
 
 
-def _fast_pcap_ethernet(data: bytes, iface: str, interned: dict[object, FiveTuple],
-                        packets: list[Packet]) -> tuple[list[tuple[int, int, int, int, int]], int]:
-    """The common case, inlined: a classic pcap of Ethernet frames carrying IPv4 TCP/UDP.
+def _fast_ethernet(data: bytes, iface: str, interned: dict[object, FiveTuple],
+                   packets: list[Packet]
+                   ) -> tuple[list[tuple[int, int, int, int, int]], int, set[int]] | None:
+    """The common case, inlined: Ethernet frames carrying IPv4 TCP/UDP, in a classic pcap or
+    in the Enhanced Packet Blocks of a little-endian pcapng (what netsim writes).
 
-    Appends those packets to ``packets`` and returns every other record as a span
-    ``(link_type, ts_ns, offset, caplen, index)`` for the general decoder, and the record count.
+    Appends those packets to ``packets`` and returns every other packet record as a span
+    ``(link_type, ts_ns, offset, caplen, index)`` for the general decoder, the record count and
+    the link types met; None when the file is not of a shape this loop reads (then nothing was
+    appended and the general decoder reads the whole file).
     """
-    endian, mult = _PCAP_MAGICS[data[:4]]
+    head = data[:4]
+    ng = head == _PCAPNG_SHB
+    mult = 1
+    if ng:
+        if len(data) < 12 or data[8:12] != _PCAPNG_BOM_LE:
+            return None
+        off, endian = 0, "<"
+    elif head in _PCAP_MAGICS and len(data) >= 24:
+        endian, mult = _PCAP_MAGICS[head]
+        if struct.unpack_from(endian + "I", data, 20)[0] & 0x0FFFFFFF != LINKTYPE_ETHERNET:
+            return None
+        off = 24
+    else:
+        return None
     unpack_rec = struct.Struct(endian + "III").unpack_from
+    unpack_epb = struct.Struct("<IIIIII").unpack_from       # type, length, ifid, ts hi/lo, caplen
     unpack_fast = struct.Struct("!12sHB1xHHHBB2x12s").unpack_from   # Ethernet + IPv4 (IHL 5)
     unpack_ports = struct.Struct("!HH").unpack_from
     unpack_tcp = struct.Struct("!4xIIBB").unpack_from         # seq, ack, doff, flags
@@ -216,16 +235,61 @@ def _fast_pcap_ethernet(data: bytes, iface: str, interned: dict[object, FiveTupl
     mac_cache: dict[bytes, tuple[str, str]] = {}
     caches: dict[int, dict[bytes, FiveTuple]] = {6: {}, 17: {}}
     slow: list[tuple[int, int, int, int, int]] = []
-    off, end_all, index = 24, len(data), -1
-    while off + 16 <= end_all:
-        sec, frac, incl = unpack_rec(data, off)
-        o = off + 16
-        off = o + incl
-        if off > end_all:           # a capture cut short (tcpdump killed): stop cleanly
-            break
+    link_types: set[int] = {LINKTYPE_ETHERNET} if not ng else set()
+    # pcapng interfaces: (link type, ns per tick or 0, ticks per second, offset in ns)
+    ng_ifaces: list[tuple[int, int, int, int]] = []
+    end_all, index, n0 = len(data), -1, len(packets)
+    linktype = LINKTYPE_ETHERNET
+    cur_if, ns_tick, units, offset_ns = -1, 1, 1_000_000_000, 0     # the last EPB's interface
+    while True:
+        if ng:
+            if off + 28 <= end_all:
+                btype, blen, ifid, th, tl, incl = unpack_epb(data, off)
+            elif off + 12 <= end_all:
+                btype, blen = unpack_rec(data, off)[:2]
+                ifid = th = tl = incl = 0
+            else:
+                break
+            nxt = off + blen
+            if btype != 6 or ifid != cur_if or blen < 32 or nxt > end_all:
+                if blen < 12 or nxt > end_all:
+                    break
+                if btype == 6 and blen >= 32 and ifid < len(ng_ifaces):
+                    cur_if = ifid                     # an EPB of another interface
+                    linktype, ns_tick, units, offset_ns = ng_ifaces[ifid]
+                else:
+                    if btype == 1:                                # Interface Description Block
+                        lt = struct.unpack_from("<H", data, off + 8)[0]
+                        units, offset_s = _idb_tsresol(data, off + 16, nxt - 4, "<")
+                        ng_ifaces.append((lt, 1_000_000_000 // units
+                                          if 1_000_000_000 % units == 0 else 0,
+                                          units, offset_s * 1_000_000_000))
+                        link_types.add(lt)
+                    elif btype in (0x0A0D0D0A, 2, 3, 6) and off:
+                        # another section, a simple/obsolete packet block or a malformed
+                        # EPB: rare shapes, left to the general decoder (for the whole file)
+                        del packets[n0:]
+                        return None
+                    off = nxt
+                    continue
+            ticks = th << 32 | tl
+            ts_ns = (ticks * ns_tick if ns_tick else ticks * 1_000_000_000 // units) + offset_ns
+            o = off + 28
+            if incl > blen - 32:
+                incl = blen - 32
+            fend = o + incl
+            off = nxt
+        else:
+            if off + 16 > end_all:
+                break
+            sec, frac, incl = unpack_rec(data, off)
+            o = off + 16
+            off = fend = o + incl
+            if fend > end_all:      # a capture cut short (tcpdump killed): stop cleanly
+                break
+            ts_ns = sec * 1_000_000_000 + frac * mult
         index += 1
-        ts_ns = sec * 1_000_000_000 + frac * mult
-        if incl >= 38:
+        if incl >= 38 and linktype == LINKTYPE_ETHERNET:
             raw, ethertype, vihl, total_len, ip_id, frag, ttl, proto, addr_ports = \
                 unpack_fast(data, o)
             if ethertype == 0x0800 and vihl == 0x45 and not frag & 0x1FFF and (
@@ -242,8 +306,8 @@ def _fast_pcap_ethernet(data: bytes, iface: str, interned: dict[object, FiveTupl
                     ft = cache[addr_ports] = interned.setdefault(ft, ft)
                 l4 = o + 34
                 end = o + 14 + total_len
-                if end > off:
-                    end = off
+                if end > fend:
+                    end = fend
                 if proto == 17:
                     pay = l4 + 8
                     append(new_packet(Packet, (
@@ -258,8 +322,8 @@ def _fast_pcap_ethernet(data: bytes, iface: str, interned: dict[object, FiveTupl
                         ack, -1, crc32(data[pay:end]) if pay < end else 0, macs[0], macs[1],
                         ts_ns)))
                     continue
-        slow.append((LINKTYPE_ETHERNET, ts_ns, o, incl, index))
-    return slow, index + 1
+        slow.append((linktype, ts_ns, o, incl, index))
+    return slow, index + 1, link_types
 
 
 def _decode(path: Path, data: bytes, iface: str,
@@ -268,10 +332,10 @@ def _decode(path: Path, data: bytes, iface: str,
     append = packets.append
     spans: Iterable[tuple[int, int, int, int, int]]
     fast_records = 0
-    if data[:4] in _PCAP_MAGICS and len(data) >= 24 and \
-            struct.unpack_from(_PCAP_MAGICS[data[:4]][0] + "I", data, 20)[0] & 0x0FFFFFFF \
-            == LINKTYPE_ETHERNET:
-        spans, fast_records = _fast_pcap_ethernet(data, iface, interned, packets)
+    link_types: set[int] = set()
+    fast = _fast_ethernet(data, iface, interned, packets)
+    if fast is not None:
+        spans, fast_records, link_types = fast
         n_fast = len(packets)
     else:
         spans = ((lt, ts, o, cl, i) for i, (lt, ts, o, cl) in enumerate(_spans(path, data)))
@@ -290,12 +354,9 @@ def _decode(path: Path, data: bytes, iface: str,
     vlan_types = _ETH_VLAN
     new_packet = tuple.__new__
     non_ip = truncated = 0
-    link_types: set[int] = set()
     index = -1
     unpack_fast = struct.Struct("!12sHB1xHHHBB2x12s").unpack_from   # Ethernet + IPv4 (IHL 5)
     fast_caches: dict[int, dict[bytes, FiveTuple]] = {6: {}, 17: {}}
-    if fast_records:
-        link_types.add(LINKTYPE_ETHERNET)
     for linktype, ts_ns, o, caplen, index in spans:
         fend = o + caplen
         if linktype not in link_types:

@@ -1,17 +1,22 @@
 """The trace directory: what a run captured, readable offline without root.
 
-Layout (FORMAT_VERSION 1)::
+Layout (FORMAT_VERSION 2)::
 
-    <dir>/manifest.json      {"format_version": 1, "scenario": {...}, "scenario_sha256": ...,
-                              "engine", "kernel", "tools": {...},
-                              "interfaces": {name: {"role", "netns", "addresses", "mac"}},
-                              "capture": [CaptureStats...], "conntrack_overflows": int,
-                              "complete": bool}
-    <dir>/events.jsonl       one JSON object per line, each with a "type":
-                              {"type": "conntrack", <ConntrackEvent fields>}
-                              {"type": "step", "name": ..., "phase": "begin"|"end", "ts": ...}
-                              other types are kept and returned as they are
-    <dir>/pcap/<iface>.pcap  one capture file per interface (pcap or pcapng)
+    <dir>/manifest.json        {"format_version": 2, "scenario": {...}, "scenario_sha256": ...,
+                                "engine", "kernel", "tools": {...},
+                                "interfaces": {name: {"role", "netns", "addresses", "mac"}},
+                                "capture": [CaptureStats...], "conntrack_overflows": int,
+                                "complete": bool}
+    <dir>/events.jsonl         one JSON object per line, each with a "type":
+                                {"type": "conntrack", <ConntrackEvent fields>}
+                                {"type": "step", "name": ..., "phase": "begin"|"end", "ts": ...}
+                                other types are kept and returned as they are
+    <dir>/pcap/<iface>.pcapng  one pcapng per interface: its IDB names the interface (if_name)
+                                and says its role and namespace (if_description); nanosecond
+                                stamps (if_tsresol 9); capture counters in an ISB at the end
+
+Version 1 differs only in the captures: ``pcap/<iface>.pcap``, classic pcap as tcpdump wrote
+it.  Both versions are read (either file name is accepted in either version).
 
 Interface names are unique within a trace (a capture of the same name in two namespaces must be
 given distinct names, e.g. ``host-eth0``, by whoever writes the trace).
@@ -31,6 +36,7 @@ from netsim.errors import TraceError
 from netsim.trace._gc import gc_paused
 from netsim.trace.decode import DecodeStats, decode_pcap
 from netsim.trace.journeys import ROLE_RANK
+from netsim.trace.pcapng import convert_pcaps
 from netsim.trace.records import CaptureStats, ConntrackEvent, FiveTuple, Journey, Packet
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
     "PCAP_DIR",
+    "READABLE_VERSIONS",
     "TraceReader",
     "TraceWriter",
     "event_from_json",
@@ -46,7 +53,9 @@ __all__ = [
     "step_event",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+CAPTURE_SUFFIXES = (".pcapng", ".pcap")     # the first present wins
 MANIFEST = "manifest.json"
 EVENTS = "events.jsonl"
 PCAP_DIR = "pcap"
@@ -112,6 +121,12 @@ class TraceWriter:
         os.replace(tmp, path)
         return path
 
+    def convert_pcaps(self, interfaces: Mapping[str, Mapping[str, object]],
+                      stats: Iterable[CaptureStats] = (), os_name: str = "") -> dict[str, int]:
+        """After the capture stopped: each ``pcap/IFACE.pcap`` becomes ``IFACE.pcapng`` named
+        and described from ``interfaces`` (the manifest's map); returns name -> records."""
+        return convert_pcaps(self.pcap_dir, interfaces, stats, os_name)
+
     def append_event(self, event: Mapping[str, Any] | ConntrackEvent) -> None:
         self.append_events([event])
 
@@ -143,9 +158,9 @@ class TraceReader:
         if not isinstance(manifest, dict):
             raise TraceError(f"{path}: not a JSON object")
         version = manifest.get("format_version")
-        if version != FORMAT_VERSION:
-            raise TraceError(f"{path}: unknown format_version {version!r} "
-                             f"(this netsim reads {FORMAT_VERSION})")
+        if version not in READABLE_VERSIONS:
+            raise TraceError(f"{path}: unknown format_version {version!r} (this netsim reads "
+                             f"{', '.join(map(str, READABLE_VERSIONS))})")
         self.manifest: dict[str, Any] = manifest
         self.decode_stats: list[DecodeStats] = []
 
@@ -156,7 +171,9 @@ class TraceReader:
         if named:
             return named
         pdir = self.dir / PCAP_DIR
-        return sorted(p.stem for p in pdir.glob("*.pcap*")) if pdir.is_dir() else []
+        if not pdir.is_dir():
+            return []
+        return sorted({p.stem for p in pdir.iterdir() if p.suffix in CAPTURE_SUFFIXES})
 
     def tie_order(self) -> list[str]:
         """Interfaces in path order by their manifest role (for journeys' equal timestamps)."""
@@ -165,12 +182,18 @@ class TraceReader:
         return sorted(self.interfaces, key=lambda i: (
             roles.get(str((info.get(i) or {}).get("role", "")), len(roles)), i))
 
+    @property
+    def format_version(self) -> int:
+        return int(self.manifest["format_version"])
+
     def pcap_path(self, iface: str) -> Path:
+        """The capture file of ``iface``: ``pcap/IFACE.pcapng`` (version 2) or ``.pcap`` (1)."""
         base = self.dir / PCAP_DIR
-        for name in (f"{iface}.pcap", f"{iface}.pcapng"):
-            if (base / name).exists():
-                return base / name
-        raise TraceError(f"{base / (iface + '.pcap')}: missing capture for interface {iface}")
+        for suffix in CAPTURE_SUFFIXES:
+            if (base / (iface + suffix)).exists():
+                return base / (iface + suffix)
+        want = ".pcap" if self.format_version < 2 else ".pcapng"
+        raise TraceError(f"{base / (iface + want)}: missing capture for interface {iface}")
 
     def packets(self, ifaces: Iterable[str] | None = None,
                 rename: Mapping[str, str] | None = None) -> list[Packet]:

@@ -43,7 +43,7 @@ def test_napt_basic_passes(napt_run: tuple[subprocess.CompletedProcess[str], Pat
     assert checks[("client-fetch", "model", "conntrack")]["ok"]
     # the trace directory is complete and readable
     manifest = json.loads((trace / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["format_version"] == 1
+    assert manifest["complete"] and manifest["format_version"] == 2
     assert {c["iface"] for c in manifest["capture"]} >= {"docker0", "eth0"}
     assert all(c["kernel_drops"] == 0 for c in manifest["capture"])
 

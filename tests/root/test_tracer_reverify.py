@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from netsim.experiment import verify_trace
+from netsim.trace.pcapng import describe_interface, read_interfaces
 
 ROOT = Path(__file__).resolve().parents[2]
 NAPT = ROOT / "scenarios" / "napt-basic.yaml"
@@ -56,6 +57,21 @@ def test_passing_run_reverifies_identically(tmp_path: Path) -> None:
     assert m["complete"] and m["conntrack_overflows"] == 0
     assert all(c["kernel_drops"] == 0 and c["not_written"] == 0 for c in m["capture"])
     assert not any("NAT table" in p for p in live["problems"])   # packets and conntrack agree
+    # each container's start (pid, address, interface) after the lab came up, its stop at teardown
+    ctrs = [e for e in events if e["type"] == "lifecycle" and e.get("what") == "container"]
+    starts = {e["name"]: e for e in ctrs if e["phase"] == "start"}
+    stops = {e["name"]: e for e in ctrs if e["phase"] == "stop"}
+    assert starts and starts.keys() == stops.keys()
+    for name, ev in starts.items():
+        assert isinstance(ev["pid"], int) and ev["pid"] > 1 and ev["address"].startswith("172.17.")
+        assert ev["interface"] in m["interfaces"] and m["interfaces"][ev["interface"]]["container"] == name
+        assert stops[name]["pid"] == ev["pid"] and stops[name]["exited"] is True
+        assert stops[name]["ts"] > ev["ts"]
+    # one pcapng per interface, named and described in its IDB (format version 2)
+    assert m["format_version"] == 2 and not list((trace / "pcap").glob("*.pcap"))
+    for iface, info in m["interfaces"].items():
+        [idb] = read_interfaces(trace / "pcap" / f"{iface}.pcapng")
+        assert (idb.name, idb.description, idb.tsresol) == (iface, describe_interface(info), 9)
 
 
 def test_failing_run_reverifies_identically(tmp_path: Path) -> None:

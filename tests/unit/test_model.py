@@ -139,3 +139,57 @@ def test_double_nat_translates_twice() -> None:
     assert str(out.conntrack[1]) == "tcp 198.51.100.10:80 -> 192.168.0.2:*"
     assert p.step("lan-host-out").nat == ("snat-home",)
     assert not p.step("internet-to-lan").reply_expected
+
+
+def test_networks_ipam_bridges_and_captured_interfaces() -> None:
+    p = plan(_scenario("scenarios/regression/networks.yaml"))
+    assert list(p.networks) == ["bridge", "front", "back"]
+    assert str(p.networks["front"].subnet) == "172.18.0.0/16"          # Docker's default pool, in order
+    assert p.networks["back"].bridge == "br-back"
+    assert [str(p.containers[n].ip) for n in ("web-a", "client-a", "web-b", "client-d")] == [
+        "172.18.0.2", "172.18.0.3", "10.10.0.2", "172.17.0.2"]       # .2, .3, ... per network
+    veths = [e.veth for e in p.endpoints()]
+    assert p.captured_interfaces == (*veths, "docker0", p.networks["front"].bridge, "br-back", "eth0")
+    g = predict(_scenario("scenarios/regression/networks.yaml")).graph
+    assert {f"if:host:{n.bridge}" for n in p.networks.values()} <= set(g)
+
+
+def test_networks_isolation_and_crossing_by_a_published_port() -> None:
+    p = predict(_scenario("scenarios/regression/networks.yaml"))
+    same, raw, plain = p.step("same-network"), p.step("cross-network-published"), p.step("cross-network-plain")
+    assert same.reply_expected and same.nat == ()
+    assert not raw.reply_expected and raw.conntrack is None
+    assert [h.iface for h in raw.forward] == [p.plan.containers["client-a"].veth]   # raw drop at the port
+    assert not plain.reply_expected and [h.iface for h in plain.forward][-1] == "docker0"
+    across = p.step("across-by-published-port")
+    assert across.nat == ("dnat", "snat") and across.values["server_sees"] == "10.10.0.1:?"
+    assert p.step("back-out").values["snat"] == "203.0.113.2:40100"
+
+
+def test_internal_network_and_two_network_container() -> None:
+    p = predict(_scenario("scenarios/regression/internal-network.yaml"))
+    assert p.step("inside").reply_expected
+    out = p.step("no-way-out")
+    assert not out.reply_expected and out.forward == () and out.conntrack is None
+    assert not p.step("no-way-in").reply_expected and p.step("host-reaches-it").reply_expected
+    t = predict(_scenario("scenarios/regression/two-networks.yaml"))
+    duo = t.plan.containers["duo"]
+    assert [(e.network, e.ifname, str(e.ip)) for e in duo.endpoints] == [
+        ("front", "eth0", "172.18.0.3"), ("back", "eth1", "172.19.0.3")]
+    assert duo.gateway_network == "back"              # moby: non-internal first, then by name
+    assert t.step("duo-to-back").values["server_sees"] == "172.19.0.3:?"
+    assert not t.step("not-a-router").reply_expected  # containers never forward
+    assert t.step("published").values["dnat"] == "172.19.0.3:80"
+
+
+def test_network_modes() -> None:
+    p = predict(_scenario("scenarios/regression/network-modes.yaml"))
+    out = p.step("host-mode-out")
+    assert out.nat == () and [h.iface for h in out.forward] == ["eth0"]     # the host's own traffic
+    assert out.values["snat"] == "203.0.113.2:40300"
+    assert p.step("host-mode-serves").receiver == "hostweb" and p.step("host-mode-serves").reply_expected
+    assert p.step("sidecar-out").forward[0].iface == p.plan.containers["web"].veth
+    assert p.step("sidecar-serves").values["dnat"] == "172.17.0.2:8081"
+    alone = p.step("none-is-alone")
+    assert not alone.reply_expected and alone.forward == ()
+    assert set(p.plan.modes) == {"hostweb", "sidecar", "lonely"}

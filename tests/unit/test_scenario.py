@@ -53,6 +53,26 @@ BAD = [
      "host range has 3 ports"),
     ("name: x\ncontainers:\n  - name: router\n", 3, "containers[0].name", "reserved"),
     ("containers: []\n", 1, "name", "missing"),
+    ("name: x\ncontainers:\n  - name: a\n    networks: [nowhere]\n", 4, "containers[0].networks[0]",
+     "unknown network"),
+    ("name: x\nnetworks:\n  - name: bridge\n", 3, "networks[0].name", "predefined"),
+    ("name: x\nnetworks:\n  - name: n\n    subnet: 172.17.5.0/24\n", 4, "networks[0].subnet", "overlaps"),
+    ("name: x\nnetworks:\n  - name: n\n    subnet: 10.1.0.0/24\n    gateway: 10.2.0.1\n", 5,
+     "networks[0].gateway", "not a host address"),
+    ("name: x\nnetworks:\n  - {name: n, subnet: 192.0.2.0/24}\n", 3, "networks[0].subnet", "192.0.2.0/24"),
+    ("name: x\nnetworks:\n  - {name: n, bridge: docker0}\n", 3, "networks[0].bridge", "already"),
+    ("name: x\ncontainers:\n  - name: a\n    network_mode: host\n    publish: ['80:80']\n", 5,
+     "containers[0].publish", "conflicting options"),
+    ("name: x\ncontainers:\n  - name: a\n    network_mode: container:b\n  - name: b\n", 4,
+     "containers[0].network_mode", "defined before"),
+    ("name: x\ncontainers:\n  - name: a\n    network_mode: bridge2\n", 4, "containers[0].network_mode",
+     "should match"),
+    ("name: x\nnetworks: [{name: n, internal: true}]\ncontainers:\n  - name: a\n    networks: [n]\n"
+     "    publish: ['80:80']\n", 6, "containers[0].publish", "internal"),
+    ("name: x\nnetworks: [{name: n}]\ncontainers:\n  - name: a\nsteps:\n  - name: s\n    from: a\n"
+     "    send: tcp_connect\n    to: a@n:80\n", 9, "steps[0].to", "not on network"),
+    ("name: x\ncontainers:\n  - name: a\n    network_mode: none\nsteps:\n  - name: s\n    from: a\n"
+     "    send: tcp_connect\n    to: a:80\n", 9, "steps[0].to", "no address"),
 ]
 
 
@@ -94,3 +114,15 @@ def test_json_schema_names_the_fields() -> None:
     from netsim.scenario import json_schema
     schema = json_schema()
     assert "containers" in schema["properties"] and "steps" in schema["properties"]
+
+
+@pytest.mark.parametrize("scenario", ["networks", "network-modes"])
+def test_docker_engine_refuses_networks_and_modes_in_one_line(scenario: str, tmp_path: Path) -> None:
+    from netsim.errors import UsageError
+    from netsim.lab.engines.docker import DockerEngine
+    from netsim.lab.lab import Lab
+    loaded = load_scenario(ROOT / "scenarios" / "regression" / f"{scenario}.yaml")
+    with pytest.raises(UsageError) as ei:
+        DockerEngine.check_expressible(Lab(loaded, name="t", state_root=tmp_path))
+    assert "not supported by --engine docker" in str(ei.value) and "\n" not in str(ei.value)
+    assert ei.value.exit_code == 2

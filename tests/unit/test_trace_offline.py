@@ -79,6 +79,11 @@ def test_nat_disagreement_is_reported(tmp_path: Path) -> None:
     res = runner.invoke(app, ["trace", "show", str(d), "--no-transitions"])
     assert res.exit_code == 0, res.output
     assert "NAT tables disagree" in res.output and "in packets, not in conntrack" in res.output
+    # the verdict (netsim run and netsim verify print it) lists each disagreement
+    res = runner.invoke(app, ["verify", str(d)])
+    assert "NAT table: packets and conntrack DISAGREE (1)" in res.output, res.output
+    assert ("≠ dnat tcp inside 172.17.0.2:80 outside 203.0.113.2:8080 remote "
+            "198.51.100.20:41000: in packets, not in conntrack") in res.output, res.output
 
 
 def test_trace_show(tmp_path: Path) -> None:

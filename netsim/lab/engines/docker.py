@@ -139,6 +139,12 @@ class DockerEngine:
             why.append(f"the bridge is named {lab.plan.bridge} (Docker's default bridge is docker0)")
         why += [f"container {c.name} asks for a fixed ip (Docker allows --ip on user-defined networks only)"
                 for c in s.containers if c.ip is not None]
+        # not yet wired through Docker (docker network create / --network / network connect)
+        if s.networks:
+            why.append("user-defined networks (" + ", ".join(n.name for n in s.networks)
+                       + ") are not supported by --engine docker yet")
+        why += [f"container {c.name} has network_mode {c.network_mode}, not supported by --engine docker yet"
+                for c in s.containers if c.network_mode is not None]
         if why:
             raise UsageError(f"scenario {s.name} cannot run on --engine docker: " + "; ".join(why))
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runtime import ContainerSpec, IdMap, Limits, Runtime
+from runtime.caps import capability_set
 from runtime.errors import RuntimeErrorBase
 
 from ...errors import LabError
@@ -64,9 +65,11 @@ class OwnEngine:
         t0 = time.monotonic()
         build_bridge_side(lab.plan, lab.names, lab.ledger.record)
         lab.apply_rules(render_rules(lab.scenario, lab.plan, lab.name))
-        lab.progress(f"bridge: {lab.plan.bridge} {lab.plan.gateway}/{lab.plan.subnet.prefixlen}, "
-                     f"{len(lab.plan.containers)} veths; iptables: MASQUERADE {lab.plan.subnet} out of "
-                     f"{lab.plan.nic}"
+        nets = list(lab.plan.networks.values())
+        lab.progress("bridge: " + ", ".join(f"{n.bridge} {n.gateway}/{n.subnet.prefixlen}"
+                                            + (" internal" if n.internal else "") for n in nets)
+                     + f", {len(lab.plan.endpoints())} veths; iptables: MASQUERADE "
+                     + " ".join(str(n.subnet) for n in nets if not n.internal) + f" out of {lab.plan.nic}"
                      + "".join(f", DNAT :{p.host_port}/{p.proto} -> {c.name}:{p.container_port}"
                                for c in lab.scenario.containers for p in c.publish)
                      + f" ({time.monotonic() - t0:.2f}s)")
@@ -75,14 +78,17 @@ class OwnEngine:
         rt = self._rt
 
         def start_one(c: "ScenarioContainer") -> None:
-            spec = ContainerSpec(
-                name=c.name, argv=tuple(c.command), image=c.image, hostname=c.name,
-                limits=Limits(memory_bytes=c.limits.memory_bytes, pids_max=c.limits.pids,
-                              cpu_quota=c.limits.cpus),
-                netns=lab.netns_path(c.name), idmap=self.idmap,
-                cgroup_parent=f"netsim/{lab.name}", files=dict(c.files),
-            )
             try:
+                # an oci: image without an explicit command runs its own Entrypoint/Cmd
+                oci_default = c.image.startswith("oci:") and "command" not in c.model_fields_set
+                spec = ContainerSpec(
+                    name=c.name, argv=() if oci_default else tuple(c.command), image=c.image, hostname=c.name,
+                    limits=Limits(memory_bytes=c.limits.memory_bytes, pids_max=c.limits.pids,
+                                  cpu_quota=c.limits.cpus),
+                    netns=lab.netns_path(c.name), idmap=self.idmap,
+                    cgroup_parent=f"netsim/{lab.name}", files=dict(c.files),
+                    capabilities=capability_set(c.cap_add, c.cap_drop),
+                )
                 ct = rt.create(spec)
                 # recorded after what create() announced (dir, mount, cgroups), so a teardown
                 # from the ledger deletes the container (killing it) before it rmdirs its cgroups

@@ -1,0 +1,92 @@
+"""`netsim netem LAB LINK ...`: change a running lab's link impairments (tc netem/tbf, random
+loss), as a scenario's `links:` block declares them — `netsim up` keeps a lab running.
+
+LINK is `nic` (the Docker host's uplink), `wan` (the home router's public side) or a
+container's name (its eth0).  The new settings replace the link's old ones; `--clear` removes
+them."""
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+
+from ..errors import NetsimError, UsageError
+
+__all__ = ["register"]
+
+out = Console(width=None if sys.stdout.isatty() else 150)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _fail(e: NetsimError) -> None:
+    err.print(f"[red]netsim:[/] {escape(str(e))}", highlight=False)
+    raise typer.Exit(e.exit_code)
+
+
+def change_link(lab_name: str, at: str, rate: str | None, loss: float | None, delay: str | None,
+                jitter: str | None, clear: bool) -> str:
+    """Apply (or clear) one link's impairments on a running lab; returns what was done."""
+    from ..lab.engines import make_engine
+    from ..lab.impair import apply_link, clear_link
+    from ..lab.lab import Lab, check_environment
+    from ..lab.ledger import lab_dir
+    from ..lab.netns import exists
+    from ..lab.network import LabNames
+    from ..scenario import load_scenario
+    from ..scenario.schema import Link
+
+    d = lab_dir(lab_name)
+    if "/" in lab_name or not (d / "ledger.jsonl").exists() or not (d / "lab.json").exists():
+        raise UsageError(f"no lab {lab_name!r} (`netsim ps` lists the labs)")
+    if clear and any(v is not None for v in (rate, loss, delay, jitter)):
+        raise UsageError("--clear takes no other option")
+    if not clear and all(v is None for v in (rate, loss, delay)):
+        raise UsageError("give at least one of --rate, --loss, --delay (or --clear)")
+    if jitter is not None and delay is None:
+        raise UsageError("--jitter needs --delay")
+    try:
+        link = Link(at=at, rate=rate, loss=loss, delay=delay, jitter=jitter)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise UsageError(f"--{first['loc'][0]}: {first['msg'].removeprefix('Value error, ')}") from None
+    check_environment()
+    info = json.loads((d / "lab.json").read_text())
+    loaded = load_scenario(str(info.get("scenario")))
+    if info.get("scenario_sha256") and loaded.sha256 != info["scenario_sha256"]:
+        raise UsageError(f"lab {lab_name}: its scenario {loaded.path} changed since `netsim up`; "
+                         "recreate the lab")
+    if not exists(LabNames(lab_name).host):
+        raise UsageError(f"lab {lab_name!r} is not up (its host namespace is gone): `netsim down {lab_name}`")
+    lab = Lab(loaded, name=lab_name, engine=make_engine(str(info.get("engine", "own"))))
+    plan = lab.plan
+    if at not in ("nic", "wan") and at not in plan.containers:
+        known = ", ".join(["nic"] + (["wan"] if plan.home else []) + list(plan.containers))
+        raise UsageError(f"unknown link {at!r} (links of lab {lab_name}: {known})")
+    if at == "wan" and not plan.home:
+        raise UsageError("'wan' is the home router's public side: this lab has no home router")
+    if clear:
+        clear_link(lab, at)
+        return f"link {at}: impairments cleared"
+    apply_link(lab, link)
+    return f"link {at}: " + ", ".join(f"{k} {v}{'%' if k == 'loss' else ''}" for k, v in (
+        ("rate", rate), ("loss", loss), ("delay", delay), ("jitter", jitter)) if v is not None)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def netem(lab: str = typer.Argument(..., help="lab name (`netsim ps`)"),
+              link: str = typer.Argument(..., help="nic | wan | CONTAINER"),
+              rate: str | None = typer.Option(None, "--rate", help="e.g. 10mbit (tc tbf)"),
+              loss: float | None = typer.Option(None, "--loss", help="percent of packets dropped at random"),
+              delay: str | None = typer.Option(None, "--delay", help="e.g. 20ms (needs sch_netem)"),
+              jitter: str | None = typer.Option(None, "--jitter", help="e.g. 5ms (needs --delay)"),
+              clear: bool = typer.Option(False, "--clear", help="remove the link's impairments")) -> None:
+        """Change a running lab's link impairments (replacing the link's old ones)."""
+        try:
+            out.print(change_link(lab, link, rate, loss, delay, jitter, clear), highlight=False)
+        except NetsimError as e:
+            _fail(e)
