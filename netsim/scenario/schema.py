@@ -66,6 +66,9 @@ class HostConfig(_Strict):
                                "with userland-proxy=false): a container can reach its own published port")
     bridge_nf_call_iptables: bool = Field(default=True, description="bridged traffic passes iptables and "
                                           "conntrack (br_netfilter), as Docker requires")
+    userns: bool = Field(default=True, description="containers in a user namespace (root inside is uid "
+                         "100000 outside); false is Docker's default (no userns-remap), where busybox's "
+                         "raw-socket ping works")
 
 
 class Upstream(_Strict):

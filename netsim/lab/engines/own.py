@@ -85,7 +85,7 @@ class OwnEngine:
                     name=c.name, argv=() if oci_default else tuple(c.command), image=c.image, hostname=c.name,
                     limits=Limits(memory_bytes=c.limits.memory_bytes, pids_max=c.limits.pids,
                                   cpu_quota=c.limits.cpus),
-                    netns=lab.netns_path(c.name), idmap=self.idmap,
+                    netns=lab.netns_path(c.name), idmap=self.idmap if lab.scenario.host.userns else None,
                     cgroup_parent=f"netsim/{lab.name}", files=dict(c.files),
                     capabilities=capability_set(c.cap_add, c.cap_drop),
                 )
