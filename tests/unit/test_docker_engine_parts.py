@@ -68,3 +68,35 @@ def test_cgroup_hierarchies_from_mountinfo(tmp_path: Path) -> None:
         "41 22 0:50 / /proc rw - proc proc rw\n")
     assert hierarchies(str(mi)) == [Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup/pids"),
                                     Path("/sys/fs/cgroup/unified")]
+
+
+@pytest.mark.parametrize("name", ["networks", "two-networks", "internal-network", "network-modes", "publish",
+                                  "hairpin", "double-nat"])
+def test_regression_scenarios_are_expressible(name: str, tmp_path: Path) -> None:
+    DockerEngine.check_expressible(_lab((ROOT / "scenarios" / "regression" / f"{name}.yaml").read_text(), tmp_path))
+
+
+def test_a_fixed_ip_is_fine_on_a_user_defined_network_first_joined(tmp_path: Path) -> None:
+    text = """
+name: x
+networks: [{name: front, subnet: 10.1.0.0/24}]
+containers:
+  - {name: web, networks: [front], ip: 10.1.0.9}
+  - {name: other, networks: [front, bridge]}
+"""
+    DockerEngine.check_expressible(_lab(text, tmp_path))
+
+
+def test_a_fixed_ip_the_model_reserves_ahead_of_dockers_ipam_is_refused(tmp_path: Path) -> None:
+    """Docker reserves a --ip only when its container is created: an earlier container on the
+    same network takes the lowest free address, which the model keeps for the fixed one."""
+    text = """
+name: x
+networks: [{name: front, subnet: 10.1.0.0/24}]
+containers:
+  - {name: early, networks: [front]}
+  - {name: web, networks: [front], ip: 10.1.0.2}
+"""
+    with pytest.raises(UsageError) as e:
+        DockerEngine.check_expressible(_lab(text, tmp_path))
+    assert "container early would get 10.1.0.2 on front from Docker's IPAM, the model gives it 10.1.0.3" in str(e.value)

@@ -35,9 +35,21 @@ packets addressed to a container from outside docker0), where the own engine wri
 switched off in the host namespace before dockerd starts, as on a fresh host.
 
 The busybox image is imported (`docker import`) from a tarball built from the host's busybox —
-no registry is reachable.  Containers are created and started one by one in scenario order, so
-Docker's IPAM hands out .2, .3, ... as the model predicts; each container's network namespace is
-then named netsim-LAB-c-NAME (as the own engine's are), so probes and sysctls reach it alike.
+no registry is reachable.  User-defined networks are made in scenario order with `docker network
+create -o com.docker.network.bridge.name=BRIDGE --subnet --gateway [--internal]` (the model's
+bridge names, so they need no mapping).  Containers are created and started one by one in
+scenario order — `--network FIRST [--ip]`, then `docker network connect NET` for each further
+network in the container's order — so Docker's IPAM hands out .2, .3, ... as the model predicts
+and the container's interfaces come up as eth0, eth1, ...; each is checked against the model
+(address per network, address per ethN, default route by the gateway network), and a scenario
+whose fixed addresses Docker's IPAM would hand out otherwise is refused up front.  `network_mode`
+is `--network host|none|container:NAME`.  Each container's own network namespace is then named
+netsim-LAB-c-NAME (as the own engine's are), so probes and sysctls reach it alike.
+
+Measured with Debian's docker.io 20.10.24: interface order and the gateway network (moby's
+Endpoint.Less: non-internal first, then by name) are the model's, also when `network connect`
+moves the default route to a later network.  One difference, tolerated and reported: 20.10 gives
+a container on internal networks only a default route via its bridge (Docker 28: none).
 """
 from __future__ import annotations
 
@@ -61,6 +73,8 @@ from ..engine import ExecOutcome
 from ..ledger import process_start_time
 
 if TYPE_CHECKING:
+    from ...model.addressing import ContainerAddr
+    from ...scenario.networks import NetworkSpec
     from ...scenario.schema import Container
     from ..lab import Lab
 
@@ -128,25 +142,48 @@ class DockerEngine:
         self._env: dict[str, str] = {}
         self._pids: dict[str, int] = {}
         self._names: list[str] = []
+        self._networks: list[str] = []
         self._lab = ""
 
-    # -- what Docker's default bridge can express ---------------------------------------------
+    # -- what Docker can express -----------------------------------------------------------------
     @staticmethod
     def check_expressible(lab: "Lab") -> None:
         s = lab.scenario
         why = []
         if lab.plan.bridge != "docker0":
             why.append(f"the bridge is named {lab.plan.bridge} (Docker's default bridge is docker0)")
-        why += [f"container {c.name} asks for a fixed ip (Docker allows --ip on user-defined networks only)"
-                for c in s.containers if c.ip is not None]
-        # not yet wired through Docker (docker network create / --network / network connect)
-        if s.networks:
-            why.append("user-defined networks (" + ", ".join(n.name for n in s.networks)
-                       + ") are not supported by --engine docker yet")
-        why += [f"container {c.name} has network_mode {c.network_mode}, not supported by --engine docker yet"
-                for c in s.containers if c.network_mode is not None]
+        default = next(iter(lab.plan.networks))
+        why += [f"container {c.name} asks for a fixed ip on the default network (Docker allows --ip on "
+                f"user-defined networks only)"
+                for c in s.containers if c.ip is not None and lab.plan.containers[c.name].network == default]
+        why += DockerEngine._ipam_disagreements(lab)
         if why:
             raise UsageError(f"scenario {s.name} cannot run on --engine docker: " + "; ".join(why))
+
+    @staticmethod
+    def _ipam_disagreements(lab: "Lab") -> list[str]:
+        """Docker's IPAM hands each network's lowest free address in the order containers are
+        created and connected (scenario order, a container's networks in its order), and reserves
+        a fixed `--ip` only when its container is created; the model keeps fixed addresses out of
+        every pool from the start.  Where the two differ the scenario cannot run alike."""
+        taken: dict[str, set[object]] = {n: {spec.gateway} for n, spec in lab.plan.networks.items()}
+        out: list[str] = []
+        for c in lab.scenario.containers:
+            addr = lab.plan.containers.get(c.name)
+            if addr is None:
+                continue
+            for k, e in enumerate(addr.endpoints):
+                spec = lab.plan.networks[e.network]
+                ip: object
+                if k == 0 and c.ip is not None:
+                    ip = c.ip
+                else:
+                    ip = next((h for h in spec.subnet.hosts() if h not in taken[e.network]), None)
+                taken[e.network].add(ip)
+                if ip != e.ip:
+                    out.append(f"container {c.name} would get {ip} on {e.network} from Docker's IPAM, "
+                               f"the model gives it {e.ip} (a fixed ip reserved ahead)")
+        return out
 
     # -- Engine ---------------------------------------------------------------------------------
     def start(self, lab: "Lab") -> None:
@@ -236,11 +273,26 @@ class DockerEngine:
         tar.unlink()
         self.timings["image_import_s"] = time.monotonic() - t0
         t0 = time.monotonic()
+        for spec in list(lab.plan.networks.values())[1:]:   # the default network is dockerd's --bip
+            self._create_network(lab, spec)
         for c in lab.scenario.containers:
             self._run_container(lab, c, base / "files" / c.name)
         self.timings["containers_s"] = time.monotonic() - t0
         lab.progress(f"docker: image {IMAGE} imported ({self.timings['image_import_s']:.2f}s), "
+                     f"{len(lab.plan.networks) - 1} networks created, "
                      f"{len(self._names)} containers started ({self.timings['containers_s']:.2f}s)")
+
+    def _create_network(self, lab: "Lab", spec: "NetworkSpec") -> None:
+        """`docker network create` with the model's bridge name, subnet and gateway."""
+        args = ["network", "create", "--driver", "bridge",
+                "-o", f"com.docker.network.bridge.name={spec.bridge}",
+                "-o", "com.docker.network.bridge.enable_ip_masquerade="
+                + ("true" if lab.scenario.host.masquerade else "false"),
+                "--subnet", str(spec.subnet), "--gateway", str(spec.gateway)]
+        if spec.internal:
+            args.append("--internal")
+        self._docker(*args, spec.name)
+        self._networks.append(spec.name)
 
     def _wait_ready(self, log: Path) -> None:
         def tail() -> str:
@@ -274,7 +326,19 @@ class DockerEngine:
         return p
 
     def _run_container(self, lab: "Lab", c: "Container", files_dir: Path) -> None:
-        args = ["create", "--name", c.name, "--hostname", c.name]
+        """`docker create --network FIRST [--ip]`, files copied in, start, then `docker network
+        connect NET` for each further network in the container's order (eth1, eth2, ...); or
+        `--network host|none|container:NAME`."""
+        addr = lab.plan.containers.get(c.name)
+        args = ["create", "--name", c.name]
+        if c.network_mode is None or not c.network_mode.startswith("container:"):
+            args += ["--hostname", c.name]   # Docker: conflicting options with container:NAME
+        if c.network_mode is not None:
+            args += ["--network", c.network_mode]
+        elif addr is not None:
+            args += ["--network", addr.network]
+            if c.ip is not None:
+                args += ["--ip", str(c.ip)]
         if c.limits.memory_bytes is not None:
             args += ["--memory", str(c.limits.memory_bytes)]
         if c.limits.pids is not None:
@@ -294,28 +358,70 @@ class DockerEngine:
                 f.write_text(text)
             self._docker("cp", f"{files_dir}/.", f"{c.name}:/")
         self._docker("start", c.name)
-        fmt = "{{.State.Pid}} {{.NetworkSettings.IPAddress}}"
-        pid, ip = (self._docker("inspect", "-f", fmt, c.name).stdout.split() + ["", ""])[:2]
+        for e in (addr.endpoints[1:] if addr is not None else ()):
+            self._docker("network", "connect", e.network, c.name)
+        fmt = "{{.State.Pid}}{{range $n, $e := .NetworkSettings.Networks}} {{$n}}={{$e.IPAddress}}{{end}}"
+        pid, *nets = self._docker("inspect", "-f", fmt, c.name).stdout.split()
         if not pid.isdigit() or pid == "0":
             logs = self.logs(c.name)
             raise LabError(f"container {c.name} is not running" + (f"; its output: {logs[-300:]}" if logs else ""))
         self._pids[c.name] = int(pid)
-        want = lab.plan.containers[c.name]
-        if ip != str(want.ip):
-            raise LabError(f"container {c.name}: Docker gave it {ip}, the model predicts {want.ip}")
-        lab.ledger.record("netns", lab.names.container(c.name))
-        netns.attach(lab.names.container(c.name), int(pid))
+        if addr is not None:
+            got = dict(n.split("=", 1) for n in nets)
+            for e in addr.endpoints:
+                if got.get(e.network) != str(e.ip):
+                    raise LabError(f"container {c.name}: Docker gave it {got.get(e.network) or 'no address'} on "
+                                   f"{e.network}, the model predicts {e.ip}")
+        if c.network_mode is None or c.network_mode == "none":   # host, container:X: not its own
+            lab.ledger.record("netns", lab.names.container(c.name))
+            netns.attach(lab.names.container(c.name), int(pid))
+        if addr is not None:
+            self._check_interfaces(lab, addr)
+
+    def _check_interfaces(self, lab: "Lab", addr: "ContainerAddr") -> None:
+        """Docker's interface names and default route inside the container are the model's:
+        eth0, eth1, ... in joining order; the default route by the gateway network (moby's
+        Endpoint.Less), none when the container is on internal networks only."""
+        gw_net = lab.plan.networks[addr.gateway_network] if addr.gateway_network else None
+        try:
+            with IPRoute(netns=lab.names.container(addr.name)) as ct:
+                for e in addr.endpoints:
+                    links = ct.link("get", ifname=e.ifname)
+                    have = {a.get_attr("IFA_ADDRESS") for a in ct.get_addr(family=2, index=links[0]["index"])}
+                    if str(e.ip) not in have:
+                        raise LabError(f"container {addr.name}: Docker's {e.ifname} has {sorted(have)}, the model "
+                                       f"puts {e.ip} ({e.network}) there")
+                gws = {r.get_attr("RTA_GATEWAY") for r in ct.get_routes(family=2, table=254)
+                       if r["dst_len"] == 0}
+        except (NetlinkError, IndexError, OSError) as e:
+            raise LabError(f"container {addr.name}: cannot read its interfaces: {e}") from None
+        want = {str(gw_net.gateway)} if gw_net is not None else set()
+        internal_gws = {str(lab.plan.networks[e.network].gateway) for e in addr.endpoints}
+        if gw_net is None and len(gws) == 1 and gws <= internal_gws:
+            # FINDING (Docker 20.10): a container on internal networks only still gets a default
+            # route via its network's gateway (Docker 28 gives it none); what it sends out is
+            # dropped by DOCKER-ISOLATION-STAGE-1 (`-i BR ! -d SUBNET -j DROP`) instead of
+            # failing with "network unreachable" in the container.
+            lab.progress(f"docker: finding: container {addr.name} (internal networks only) has a default "
+                         f"route via {next(iter(gws))} on Docker {self.version}; the model has none")
+            return
+        if gws != want:
+            raise LabError(f"container {addr.name}: Docker's default route is via {sorted(gws) or 'nothing'}, "
+                           f"the model's via {sorted(want) or 'nothing'} (gateway network "
+                           f"{addr.gateway_network})")
 
     def interfaces(self, lab: "Lab") -> dict[str, str]:
-        """Docker names its veths itself: find each container's host side by its peer's index."""
-        out = {lab.plan.bridge: lab.plan.bridge, lab.plan.nic: lab.plan.nic}
+        """Docker names its veths itself: find each endpoint's host side by its peer's index (the
+        container's eth0, eth1, ... as the model names them); bridges carry the model's names."""
+        out = {n.bridge: n.bridge for n in lab.plan.networks.values()}
+        out[lab.plan.nic] = lab.plan.nic
         try:
             with IPRoute(netns=lab.names.host) as host:
                 for name, c in lab.plan.containers.items():
                     with IPRoute(netns=lab.names.container(name)) as ct:
-                        links = ct.link("get", ifname=c.ifname)
-                        peer = links[0].get_attr("IFLA_LINK")
-                    out[c.veth] = host.link("get", index=peer)[0].get_attr("IFLA_IFNAME")
+                        for e in c.endpoints:
+                            peer = ct.link("get", ifname=e.ifname)[0].get_attr("IFLA_LINK")
+                            out[e.veth] = host.link("get", index=peer)[0].get_attr("IFLA_IFNAME")
         except (NetlinkError, IndexError, OSError) as e:
             raise LabError(f"cannot map Docker's veths to the model's names: {e}") from None
         return {k: out[k] for k in lab.plan.captured_interfaces}
@@ -351,10 +457,14 @@ class DockerEngine:
         errors: list[str] = []
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
-            if self._names:
-                p = self._docker("rm", "-f", *self._names, check=False, timeout=30)
+            if self._names:   # those joined to another's namespace first
+                p = self._docker("rm", "-f", *reversed(self._names), check=False, timeout=30)
                 if p.returncode != 0:
                     errors.append(f"docker rm: {(p.stderr or p.stdout).strip()[-200:]}")
+            if self._networks:
+                p = self._docker("network", "rm", *self._networks, check=False, timeout=30)
+                if p.returncode != 0:
+                    errors.append(f"docker network rm: {(p.stderr or p.stdout).strip()[-200:]}")
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=15)
@@ -364,6 +474,7 @@ class DockerEngine:
                 proc.wait()
         self._pids.clear()
         self._names.clear()
+        self._networks.clear()
         if proc is not None:
             try:  # containerd, shims: they would outlive a dockerd that died
                 cgroup_tree.kill_tree(f"netsim/{lab.name}/dockerd")
