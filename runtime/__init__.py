@@ -12,7 +12,10 @@ Choices worth knowing (details in each module's docstring):
 - Image ownership under a user namespace: the image is *built* per IdMap `outside` base
   (busybox-v1-<uid> under image_dir), every file lchown'ed to that uid/gid, so it is owned by
   root inside. No idmapped mounts (simpler, works on every kernel with overlayfs).
-- Processes: setup child (fork) -> PID-1 init (clone(CLONE_PARENT): a child of the caller, so
+- Processes: a fork server (runtime.forkserver: a small `python -S -I` started on the first
+  create(), gone with the Runtime or its process) clones the setup child with CLONE_PARENT, so
+  it is a child of the runtime process all the same (Runtime(fork_server=False): a local fork).
+  setup child -> PID-1 init (clone(CLONE_PARENT): a child of the caller, so
   its exit status is waited for) -> main process. The init is the forked Python interpreter
   (named "netsim-init" in ps); it reaps, forwards TERM/INT/HUP/QUIT/USR1/USR2 and exits with
   the main process's code (128+signal if it was killed), which it also writes to the state dir.
@@ -23,7 +26,8 @@ Choices worth knowing (details in each module's docstring):
 - The shared image cache is not announced to on_create (it belongs to no container).
 - Images: busybox, host (host /usr etc. bound read-only, private /etc), oci:PATH (runtime.oci:
   docker-save or OCI layout, whiteouts, config Env/Entrypoint/Cmd/WorkingDir) — runtime.images.
-- Speed: cgroup moves are fast while a FastMoves keeper (runtime.cgroups) holds the kernel's
+- Speed: the fork server (no clone of the caller's big interpreter) and an inline cgroup move
+  (sub-ms on this kernel); cgroup moves are faster still while a FastMoves keeper (runtime.cgroups) holds the kernel's
   favordynmods mode; Runtime.close() releases it (process exit does too).
 """
 from __future__ import annotations

@@ -23,6 +23,7 @@ from runtime.cgroups import (
 )
 from runtime.enter import enter_preexec
 from runtime.errors import CgroupError, ContainerError, ImageError, SpecError
+from runtime.forkserver import ForkServer
 from runtime.oci import ImageConfig
 from runtime.process import Launch, spawn, wait_exit
 from runtime.spec import ContainerSpec, ExecResult, container_env
@@ -53,6 +54,7 @@ class _Config:
     on_create: OnCreate | None
     layout: CgroupLayout
     moves: FastMoves
+    forks: ForkServer | None  # None: fork setup children from this interpreter
 
     def announce(self, kind: str, ident: str) -> None:
         if self.on_create is not None:
@@ -82,11 +84,16 @@ class Runtime:
         image_dir: Path = DEFAULT_IMAGE_DIR,
         on_create: OnCreate | None = None,
         fast_cgroup_moves: bool = False,
+        fork_server: bool = True,
     ) -> None:
         """fast_cgroup_moves: hold the kernel's favordynmods mode while this runtime lives
         (cgroups.FastMoves).  Off by default: the mode is machine-wide (fork/exit everywhere
         get a little dearer while it is held) and it saved only ~1.6 ms per start as measured;
-        a lab must not change the machine it runs on for that."""
+        a lab must not change the machine it runs on for that.
+
+        fork_server: create containers' processes from a small helper interpreter
+        (runtime.forkserver), started on the first create() and stopped by close(), when the
+        runtime is garbage collected or when this process exits; False forks this interpreter."""
         state_dir = Path(state_dir).absolute()
         missing = [p for p in (state_dir, *state_dir.parents) if not p.exists()]
         for path in reversed(missing):
@@ -101,6 +108,7 @@ class Runtime:
             on_create=on_create,
             layout=detect_layout(),
             moves=FastMoves(str(state_dir), enabled=fast_cgroup_moves),
+            forks=ForkServer() if fork_server else None,
         )
 
     @property
@@ -111,6 +119,8 @@ class Runtime:
         """Release what the runtime holds for fast starts (cgroups.FastMoves); containers keep
         running. Optional: it is released when the process exits anyway."""
         self._cfg.moves.close()
+        if self._cfg.forks is not None:
+            self._cfg.forks.close()
 
     @property
     def cgroup_version(self) -> int:
@@ -121,6 +131,8 @@ class Runtime:
         if not isinstance(spec, ContainerSpec):
             raise SpecError(f"expected a ContainerSpec, got {type(spec).__name__}")
         cfg = self._cfg
+        if cfg.forks is not None:
+            cfg.forks.start()  # it boots while we build the root fs; start() will use it
         paths = ContainerPaths(cfg.state_dir / spec.name)
         cfg.announce("dir", str(paths.root))
         try:
@@ -327,7 +339,7 @@ class Container:
             binds=tuple(st.binds),
         )
         self._cfg.moves.ensure()
-        result = spawn(launch, self._cgroup)
+        result = spawn(launch, self._cgroup, self._cfg.forks)
         if result.pid is not None:
             st.pid, st.pid_start, st.status = result.pid, proc_start_time(result.pid), "running"
         else:

@@ -114,15 +114,3 @@ def test_json_schema_names_the_fields() -> None:
     from netsim.scenario import json_schema
     schema = json_schema()
     assert "containers" in schema["properties"] and "steps" in schema["properties"]
-
-
-@pytest.mark.parametrize("scenario", ["networks", "network-modes"])
-def test_docker_engine_refuses_networks_and_modes_in_one_line(scenario: str, tmp_path: Path) -> None:
-    from netsim.errors import UsageError
-    from netsim.lab.engines.docker import DockerEngine
-    from netsim.lab.lab import Lab
-    loaded = load_scenario(ROOT / "scenarios" / "regression" / f"{scenario}.yaml")
-    with pytest.raises(UsageError) as ei:
-        DockerEngine.check_expressible(Lab(loaded, name="t", state_root=tmp_path))
-    assert "not supported by --engine docker" in str(ei.value) and "\n" not in str(ei.value)
-    assert ei.value.exit_code == 2
