@@ -27,6 +27,13 @@ from typing import Self
 from netsim.errors import CommandError, EnvironmentProblem, TraceError
 from netsim.trace.records import CaptureStats
 
+
+def _unblock_signals() -> None:
+    """In the child before exec: the parent blocks SIGINT/SIGTERM around Popen, and a blocked
+    mask would be inherited (tcpdump/conntrack could then not be stopped with SIGINT)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 __all__ = [
     "RING_BLOCK_TIMEOUT_S",
     "Capture",
@@ -172,13 +179,20 @@ class Capture:
                         *tcpdump_argv(tools["tcpdump"], iface, self.pcap_path(iface),
                                       self.buffer_kib, self.snaplen, self.bpf_filter,
                                       self.immediate, self.plain)]
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                run = _Running(iface, argv, proc)
+                # Ctrl-C/SIGTERM wait until the new tcpdump is registered: a signal between
+                # Popen and append would leave it running with nobody to stop it
+                blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+                try:
+                    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                            preexec_fn=_unblock_signals)
+                    run = _Running(iface, argv, proc)
+                    self._running.append(run)
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
                 run.reader = threading.Thread(target=run.read_stderr, daemon=True,
                                               name=f"tcpdump-{iface}")
                 run.reader.start()
-                self._running.append(run)
             deadline = time.monotonic() + timeout
             for run in self._running:
                 run.listening.wait(max(0.0, deadline - time.monotonic()))

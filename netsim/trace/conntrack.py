@@ -14,6 +14,7 @@ under load or after an overflow), never leads it.
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -24,6 +25,13 @@ from typing import Self
 from netsim.errors import CommandError, TraceError
 from netsim.trace.capture import require_tools
 from netsim.trace.records import ConntrackEvent, FiveTuple
+
+
+def _unblock_signals() -> None:
+    """In the child before exec: the parent blocks SIGINT/SIGTERM around Popen, and a blocked
+    mask would be inherited (tcpdump/conntrack could then not be stopped with SIGINT)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
 
 __all__ = [
     "ENOBUFS_MARKER",
@@ -195,8 +203,13 @@ class ConntrackWatcher:
         self._out = _Reader()
         self._argv = [tools["nsenter"], f"--net={self.netns_path}", tools["conntrack"], "-E",
                       "-o", "timestamp,id", "--buffer-size", str(self.buffer_bytes)]
-        self._proc = subprocess.Popen(self._argv, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:  # a signal must not land between Popen and self._proc (nobody would stop it)
+            self._proc = subprocess.Popen(self._argv, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          preexec_fn=_unblock_signals)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self._threads = [
             threading.Thread(target=_pump, args=(self._proc.stdout, self._out.lines),
                              daemon=True, name="conntrack-stdout"),

@@ -32,6 +32,20 @@ steps:
 """
 
 
+def _processes_mentioning(text: str) -> list[str]:
+    """Processes whose command line names `text` (the test's trace dir: tcpdump, conntrack…)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmd and d.name != str(os.getpid()):
+                out.append(f"{d.name}: {cmd[:120]}")
+    return out
+
+
 def _leftovers(lab: str) -> list[str]:
     out = [n for n in os.listdir("/run/netns") if n.startswith(f"netsim-{lab}-")] \
         if os.path.isdir("/run/netns") else []
@@ -72,6 +86,7 @@ def test_interrupt_mid_run_leaves_nothing(tmp_path: Path, sig: int) -> None:
     assert p.returncode == 130, out + err
     assert "torn down" in out + err
     assert _leftovers(lab) == []
+    assert _processes_mentioning(str(tmp_path / "trace")) == []   # no tcpdump or conntrack left
 
 
 def test_failed_step_still_tears_down(tmp_path: Path) -> None:
