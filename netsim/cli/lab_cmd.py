@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -20,13 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
-out = Console(width=None if sys.stdout.isatty() else 150)
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(e: NetsimError) -> None:
-    err.print(f"[red]netsim:[/] {escape(str(e))}", highlight=False)
-    raise typer.Exit(e.exit_code)
+from .console import err, out
+from .console import fail as _fail
 
 
 def _usage(message: str) -> None:

@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from ..errors import NetsimError
 from ..scenario import json_schema, load_scenario
+from .console import err, out
+from .console import fail as _fail
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Real containers on a docker0 bridge with NAPT, traced and verified against a model.")
@@ -36,14 +37,6 @@ def _register_subcommands() -> None:
 
 
 _register_subcommands()
-# Wide enough for tuples when the output is a file or CI log; the terminal's width otherwise.
-out = Console(width=None if sys.stdout.isatty() else 150)
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(e: NetsimError) -> None:
-    err.print(f"[red]netsim:[/] {escape(str(e))}", highlight=False)
-    raise typer.Exit(e.exit_code)
 
 
 @app.command()

@@ -7,24 +7,16 @@ them."""
 from __future__ import annotations
 
 import json
-import sys
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.markup import escape
 
 from ..errors import NetsimError, UsageError
 
 __all__ = ["register"]
 
-out = Console(width=None if sys.stdout.isatty() else 150)
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(e: NetsimError) -> None:
-    err.print(f"[red]netsim:[/] {escape(str(e))}", highlight=False)
-    raise typer.Exit(e.exit_code)
+from .console import fail as _fail
+from .console import out
 
 
 def change_link(lab_name: str, at: str, rate: str | None, loss: float | None, delay: str | None,

@@ -1,27 +1,18 @@
 """`netsim trace ...`: look into saved traces (pure: no root)."""
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from ..errors import NetsimError, UsageError
-
-out = Console(width=None if sys.stdout.isatty() else 150)
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(e: NetsimError) -> None:
-    err.print(f"[red]netsim:[/] {escape(str(e))}", highlight=False)
-    raise typer.Exit(e.exit_code)
-
+from .console import fail as _fail
+from .console import out
 
 trace_app = typer.Typer(no_args_is_help=True, help="Look into saved traces (no root needed).")
 
