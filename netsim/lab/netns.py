@@ -75,17 +75,22 @@ def _shared_netns_dir(libc: ctypes.CDLL) -> None:
         raise LabError(f"cannot make {NETNS_DIR} shared: {os.strerror(ctypes.get_errno())}")
 
 
-def create(name: str) -> None:
-    """A new network namespace bind-mounted at /run/netns/NAME (a forked child unshares and
-    the mount keeps the namespace alive after it exits)."""
+def _mount_point(name: str) -> tuple[ctypes.CDLL, Path]:
+    """The empty file /run/netns/NAME a namespace is bind-mounted on (the name must be free)."""
     if exists(name):
         raise LabError(f"network namespace {name} already exists: is a lab of the same name "
                        "running? (`netsim ps`, `netsim down LAB`)")
     libc = _libc()
     _shared_netns_dir(libc)
     target = NETNS_DIR / name
-    fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
-    os.close(fd)
+    os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    return libc, target
+
+
+def create(name: str) -> None:
+    """A new network namespace bind-mounted at /run/netns/NAME (a forked child unshares and
+    the mount keeps the namespace alive after it exits)."""
+    libc, target = _mount_point(name)
     def work() -> str:
         if libc.unshare(_CLONE_NEWNET) != 0:
             return f"unshare: {os.strerror(ctypes.get_errno())}"
@@ -101,14 +106,7 @@ def create(name: str) -> None:
 def attach(name: str, pid: int) -> None:
     """Name the network namespace of a running process (`ip netns attach NAME PID`): a bind
     mount of /proc/PID/ns/net at /run/netns/NAME, removed by `remove` like any other."""
-    if exists(name):
-        raise LabError(f"network namespace {name} already exists: is a lab of the same name "
-                       "running? (`netsim ps`, `netsim down LAB`)")
-    libc = _libc()
-    _shared_netns_dir(libc)
-    target = NETNS_DIR / name
-    fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
-    os.close(fd)
+    libc, target = _mount_point(name)
     if libc.mount(f"/proc/{pid}/ns/net".encode(), str(target).encode(), b"none", _MS_BIND, None) != 0:
         err = os.strerror(ctypes.get_errno())
         target.unlink(missing_ok=True)

@@ -28,7 +28,7 @@ from netsim.errors import CommandError, EnvironmentProblem, TraceError
 from netsim.trace.records import CaptureStats
 
 
-def _unblock_signals() -> None:
+def unblock_interrupts() -> None:
     """In the child before exec: the parent blocks SIGINT/SIGTERM around Popen, and a blocked
     mask would be inherited (tcpdump/conntrack could then not be stopped with SIGINT)."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -40,6 +40,7 @@ __all__ = [
     "parse_tcpdump_stats",
     "require_tools",
     "stop_captures",
+    "unblock_interrupts",
     "tcpdump_argv",
 ]
 
@@ -185,7 +186,7 @@ class Capture:
                 try:
                     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                            preexec_fn=_unblock_signals)
+                                            preexec_fn=unblock_interrupts)
                     run = _Running(iface, argv, proc)
                     self._running.append(run)
                 finally:

@@ -23,15 +23,8 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from netsim.errors import CommandError, TraceError
-from netsim.trace.capture import require_tools
+from netsim.trace.capture import require_tools, unblock_interrupts
 from netsim.trace.records import ConntrackEvent, FiveTuple
-
-
-def _unblock_signals() -> None:
-    """In the child before exec: the parent blocks SIGINT/SIGTERM around Popen, and a blocked
-    mask would be inherited (tcpdump/conntrack could then not be stopped with SIGINT)."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-
 
 __all__ = [
     "ENOBUFS_MARKER",
@@ -207,7 +200,7 @@ class ConntrackWatcher:
         try:  # a signal must not land between Popen and self._proc (nobody would stop it)
             self._proc = subprocess.Popen(self._argv, stdin=subprocess.DEVNULL,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          preexec_fn=_unblock_signals)
+                                          preexec_fn=unblock_interrupts)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self._threads = [
