@@ -312,6 +312,10 @@ class DockerEngine:
             time.sleep(0.05)
         raise EnvironmentProblem(f"dockerd did not answer on {self._sock} within {self.start_timeout:g}s: {tail()}")
 
+    def client(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run the docker client against this lab's dockerd (`docker ARGS...`); LabError when it fails."""
+        return self._docker(*args, timeout=timeout)
+
     def _docker(self, *args: str, timeout: float = 30, check: bool = True,
                 input: str | None = None) -> subprocess.CompletedProcess[str]:
         argv = [self._client, "-H", f"unix://{self._sock}", *args]
