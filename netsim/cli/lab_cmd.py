@@ -1,5 +1,5 @@
 """Lab lifecycle commands, registered on the main app: `netsim up`, `ps`, `exec`, `logs`, `stats`,
-`down`, `clean`. Every command after `up` works from any process: the lab's state lives under
+`stop`, `start`, `restart`, `kill`, `down`, `clean`. Every command after `up` works from any process: the lab's state lives under
 /run/netsim/labs/LAB (ledger, lab.json, the runtime's per-container state)."""
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import NetsimError
+from ..errors import LabError, NetsimError
 
 if TYPE_CHECKING:
     from runtime import Container
+
+    from ..model.addressing import ContainerAddr
 
 __all__ = ["register"]
 
@@ -183,6 +185,81 @@ def register(app: typer.Typer) -> None:
                       f"{int(cpu) / 1e9:.3f}s" if isinstance(cpu, int) else "-", str(r.get("pids", "-")),
                       "[red]OOM-killed[/]" if r["oom_killed"] else "-")
         out.print(t)
+
+    def _addresses(addr: "ContainerAddr | None") -> str:
+        return ", ".join(f"{e.ip} on {e.network}" for e in addr.endpoints) if addr is not None else "no endpoints"
+
+    @app.command()
+    def stop(lab: str = typer.Argument(..., help="lab name"),
+             container: str = typer.Argument(..., help="container name"),
+             time_s: float = typer.Option(10.0, "--time", "-t", min=0, help="seconds to wait after SIGTERM before SIGKILL")) -> None:
+        """Stop a container (SIGTERM, then SIGKILL): its addresses go back to the networks' pools."""
+        from ..lab.lab import Lab
+        from ..lab.lifecycle import stop_container
+        try:
+            code = stop_container(Lab.attach(lab), container, time_s)
+        except NetsimError as e:
+            _fail(e)
+            return
+        out.print(f"container {container}: stopped (exit code {code}); its addresses are released", highlight=False)
+
+    @app.command()
+    def start(lab: str = typer.Argument(..., help="lab name"),
+              container: str = typer.Argument(..., help="container name")) -> None:
+        """Start a stopped container: each network's lowest free address, as Docker's IPAM."""
+        from ..lab.lab import Lab
+        from ..lab.lifecycle import current_addresses, start_container
+        try:
+            handle = Lab.attach(lab)
+            before = handle.plan.containers.get(container)
+            was = current_addresses(handle).get(container) or before
+            addr = start_container(handle, container)
+        except NetsimError as e:
+            _fail(e)
+            return
+        out.print(f"container {container}: started, {_addresses(addr)}" + _changed(was, addr), highlight=False)
+
+    @app.command()
+    def restart(lab: str = typer.Argument(..., help="lab name"),
+                container: str = typer.Argument(..., help="container name"),
+                time_s: float = typer.Option(10.0, "--time", "-t", min=0, help="seconds to wait after SIGTERM before SIGKILL")) -> None:
+        """Stop and start a container; it gets a new address when its old one was taken meanwhile."""
+        from ..lab.lab import Lab
+        from ..lab.lifecycle import current_addresses, restart_container
+        try:
+            handle = Lab.attach(lab)
+            was = current_addresses(handle).get(container)
+            addr = restart_container(handle, container, time_s)
+        except NetsimError as e:
+            _fail(e)
+            return
+        out.print(f"container {container}: restarted, {_addresses(addr)}" + _changed(was, addr), highlight=False)
+
+    def _changed(was: "ContainerAddr | None", now: "ContainerAddr | None") -> str:
+        if was is None or now is None or [e.ip for e in was.endpoints] == [e.ip for e in now.endpoints]:
+            return ""
+        return f" (was {', '.join(str(e.ip) for e in was.endpoints)})"
+
+    @app.command()
+    def kill(lab: str = typer.Argument(..., help="lab name"),
+             container: str = typer.Argument(..., help="container name"),
+             sig: str = typer.Option("KILL", "--signal", "-s", help="signal name or number (PID 1 forwards it)")) -> None:
+        """Send a signal to a container's PID 1 (which forwards TERM, INT, HUP, ... to the main process)."""
+        import signal as signals
+
+        from runtime.errors import RuntimeErrorBase
+        try:
+            signum = int(sig) if sig.isdigit() else int(signals.Signals["SIG" + sig.upper().removeprefix("SIG")])
+        except KeyError:
+            _usage(f"netsim kill: unknown signal {sig!r} (e.g. TERM, KILL, HUP, 9)")
+            return
+        ct = _container(lab, container)
+        try:
+            ct.kill(signum)
+        except RuntimeErrorBase as e:
+            _fail(LabError(str(e)))
+            return
+        out.print(f"container {container}: sent {signals.Signals(signum).name}", highlight=False)
 
     @app.command()
     def down(lab: str | None = typer.Argument(None), all_: bool = typer.Option(False, "--all")) -> None:

@@ -6,8 +6,6 @@ container's name (its eth0).  The new settings replace the link's old ones; `--c
 them."""
 from __future__ import annotations
 
-import json
-
 import typer
 from pydantic import ValidationError
 
@@ -22,13 +20,9 @@ from .console import out
 def change_link(lab_name: str, at: str, rate: str | None, loss: float | None, delay: str | None,
                 jitter: str | None, clear: bool) -> str:
     """Apply (or clear) one link's impairments on a running lab; returns what was done."""
-    from ..lab.engines import make_engine
     from ..lab.impair import apply_link, clear_link
-    from ..lab.lab import Lab, check_environment
+    from ..lab.lab import Lab
     from ..lab.ledger import lab_dir
-    from ..lab.netns import exists
-    from ..lab.network import LabNames
-    from ..scenario import load_scenario
     from ..scenario.schema import Link
 
     d = lab_dir(lab_name)
@@ -45,15 +39,7 @@ def change_link(lab_name: str, at: str, rate: str | None, loss: float | None, de
     except ValidationError as e:
         first = e.errors()[0]
         raise UsageError(f"--{first['loc'][0]}: {first['msg'].removeprefix('Value error, ')}") from None
-    check_environment()
-    info = json.loads((d / "lab.json").read_text())
-    loaded = load_scenario(str(info.get("scenario")))
-    if info.get("scenario_sha256") and loaded.sha256 != info["scenario_sha256"]:
-        raise UsageError(f"lab {lab_name}: its scenario {loaded.path} changed since `netsim up`; "
-                         "recreate the lab")
-    if not exists(LabNames(lab_name).host):
-        raise UsageError(f"lab {lab_name!r} is not up (its host namespace is gone): `netsim down {lab_name}`")
-    lab = Lab(loaded, name=lab_name, engine=make_engine(str(info.get("engine", "own"))))
+    lab = Lab.attach(lab_name)
     plan = lab.plan
     if at not in ("nic", "wan") and at not in plan.containers:
         known = ", ".join(["nic"] + (["wan"] if plan.home else []) + list(plan.containers))

@@ -56,6 +56,27 @@ class Lab:
         self.engine = engine
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
+    @classmethod
+    def attach(cls, name: str, progress: Progress | None = None) -> "Lab":
+        """The running lab `name` (made by `netsim up` or a run in progress), from any process:
+        its scenario as it was when the lab came up.  UsageError when there is no such lab, its
+        scenario file changed since, or its host namespace is gone."""
+        from ..errors import UsageError
+        from ..scenario import load_scenario
+        from .engines import make_engine
+        d = lab_dir(name)
+        if "/" in name or not (d / "ledger.jsonl").exists() or not (d / "lab.json").exists():
+            raise UsageError(f"no lab {name!r} (`netsim ps` lists the labs)")
+        check_environment()
+        info = json.loads((d / "lab.json").read_text())
+        loaded = load_scenario(str(info.get("scenario")))
+        if info.get("scenario_sha256") and loaded.sha256 != info["scenario_sha256"]:
+            raise UsageError(f"lab {name}: its scenario {loaded.path} changed since `netsim up`; recreate the lab")
+        lab = cls(loaded, name=name, engine=make_engine(str(info.get("engine", "own"))), progress=progress)
+        if not netns.exists(lab.names.host):
+            raise UsageError(f"lab {name!r} is not up (its host namespace is gone): `netsim down {name}`")
+        return lab
+
     # -- paths ------------------------------------------------------------------------------
     def netns_path(self, who: str) -> str:
         return netns.netns_path(self.names.of(who, self.plan))
@@ -127,13 +148,16 @@ class Lab:
             **{f"net.ipv4.conf.{br}.route_localnet": "1" for br in bridges},
         })
         iface_map = self.interfaces()
-        ports = [iface_map.get(e.veth, e.veth) for e in self.plan.endpoints()]
-        if ports:
-            mode = "on" if h.hairpin_mode else "off"
-            batch = "".join(f"link set dev {p} type bridge_slave hairpin {mode}\n" for p in ports)
-            run(in_netns(self.host_netns, ["ip", "-batch", "-"]), input=batch)
+        self.set_hairpin([iface_map.get(e.veth, e.veth) for e in self.plan.endpoints()])
         self.progress(f"host: hairpin_mode {'on' if h.hairpin_mode else 'off'}, "
                       f"bridge-nf-call-iptables {int(h.bridge_nf_call_iptables)}")
+
+    def set_hairpin(self, ports: list[str]) -> None:
+        """The scenario's hairpin_mode on these bridge ports (host-side veths)."""
+        if ports:
+            mode = "on" if self.scenario.host.hairpin_mode else "off"
+            batch = "".join(f"link set dev {p} type bridge_slave hairpin {mode}\n" for p in ports)
+            run(in_netns(self.host_netns, ["ip", "-batch", "-"]), input=batch)
 
     def _start_services(self) -> None:
         for x in self.scenario.externals:

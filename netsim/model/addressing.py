@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 
 from ..scenario.networks import NetworkSpec, container_networks, resolve_networks
 from ..scenario.schema import Scenario
 
-__all__ = ["ContainerAddr", "Endpoint", "NetworkSpec", "Plan", "plan", "mac_for", "veth_name"]
+__all__ = ["ContainerAddr", "Endpoint", "NetworkSpec", "Plan", "plan", "mac_for", "veth_name", "readdress",
+           "with_addresses"]
 
 
 def mac_for(ip: ipaddress.IPv4Address) -> str:
@@ -226,3 +227,39 @@ def plan(s: Scenario) -> Plan:
         upstream_subnet=s.upstream.subnet, upstream_router=next(s.upstream.subnet.hosts()),
         containers=containers, externals={x.name: x.address for x in s.externals},
     )
+
+
+def readdress(plan: Plan, s: Scenario, name: str, running: Mapping[str, ContainerAddr]) -> ContainerAddr:
+    """The addresses a container that starts again gets, as Docker's IPAM hands them out: a
+    stopped container's endpoints were released, so on each of its networks it gets the lowest
+    free address — its old one when still free, another when a container took it meanwhile.
+    Held back: each gateway, the addresses of the `running` containers (name -> their current
+    addresses) and the scenario's fixed addresses; a fixed `ip` of its own must be free (else
+    ValueError, Docker's "Address already in use").  MACs follow the addresses; the interfaces
+    keep their names."""
+    old = plan.containers[name]
+    fixed = {c.ip for c in s.containers if c.ip is not None and c.name != name}
+    own_fixed = next((c.ip for c in s.containers if c.name == name), None)
+    eps: list[Endpoint] = []
+    for k, e in enumerate(old.endpoints):
+        spec = plan.networks[e.network]
+        taken = {spec.gateway} | fixed | {x.ip for a in running.values() if a.name != name
+                                          for x in a.endpoints if x.network == e.network}
+        if k == 0 and own_fixed is not None:
+            if own_fixed in taken:
+                raise ValueError(f"container {name}: its fixed address {own_fixed} on {e.network} is in use")
+            ip = own_fixed
+        else:
+            free = next((h for h in spec.subnet.hosts() if h not in taken), None)
+            if free is None:
+                raise ValueError(f"container {name}: no free address left on {e.network} ({spec.subnet})")
+            ip = free
+        eps.append(replace(e, ip=ip, mac=mac_for(ip)))
+    return replace(old, ip=eps[0].ip, mac=eps[0].mac, endpoints=tuple(eps))
+
+
+def with_addresses(plan: Plan, current: Mapping[str, ContainerAddr | None]) -> Plan:
+    """The plan of a running lab: containers readdressed by restarts take their current
+    addresses, stopped ones (None) hold none."""
+    containers = {n: current.get(n, a) for n, a in plan.containers.items()}
+    return replace(plan, containers={n: a for n, a in containers.items() if a is not None})

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import networkx as nx
+import pytest
 
 from netsim.model import plan, predict
 from netsim.model.nat import NatState
@@ -193,3 +194,38 @@ def test_network_modes() -> None:
     alone = p.step("none-is-alone")
     assert not alone.reply_expected and alone.forward == ()
     assert set(p.plan.modes) == {"hostweb", "sidecar", "lonely"}
+
+
+def test_restart_takes_the_lowest_free_address_as_dockers_ipam() -> None:
+    from netsim.model.addressing import readdress, with_addresses
+    s = parse_scenario("""
+name: rs
+networks: [{name: back, subnet: 10.9.0.0/24}]
+containers:
+  - {name: a, command: [sleep, "1"], networks: [bridge, back]}
+  - {name: b, command: [sleep, "1"]}
+  - {name: c, command: [sleep, "1"]}
+  - {name: d, command: [sleep, "1"], networks: [back], ip: 10.9.0.2}
+""").scenario
+    p = plan(s)
+    assert [str(p.containers[n].ip) for n in "abcd"] == ["172.17.0.2", "172.17.0.3", "172.17.0.4", "10.9.0.2"]
+    assert str(p.containers["a"].endpoints[1].ip) == "10.9.0.3"     # d's fixed address is held back
+    # a and b stopped; b starts first and takes a's old address; a then gets the next free one
+    running = {n: p.containers[n] for n in "cd"}
+    b = readdress(p, s, "b", running)
+    assert (str(b.ip), b.mac) == ("172.17.0.2", "02:42:ac:11:00:02")
+    running["b"] = b
+    a = readdress(p, s, "a", running)
+    assert [str(e.ip) for e in a.endpoints] == ["172.17.0.3", "10.9.0.3"]   # back: still free, kept
+    assert [e.veth for e in a.endpoints] == [e.veth for e in p.containers["a"].endpoints]
+    assert a.mac == "02:42:ac:11:00:03" and a.endpoints[1].mac == "02:42:0a:09:00:03"
+    # no preference for the old address: alone on its network, c (.4) restarts on the lowest, .2
+    assert str(readdress(p, s, "c", {"c": p.containers["c"]}).ip) == "172.17.0.2"
+    # a fixed address must be free: Docker's "address already in use"
+    squatter = {"x": p.containers["a"].__class__("x", p.containers["d"].ip, "", "", endpoints=(
+        p.containers["d"].endpoints[0].__class__("x", "back", p.containers["d"].ip, "", "vethx", "eth0"),))}
+    with pytest.raises(ValueError, match="10.9.0.2 on back is in use"):
+        readdress(p, s, "d", squatter)
+    # the running lab's plan: stopped containers hold nothing, restarted ones their new address
+    live = with_addresses(p, {"a": a, "b": b, "c": None})
+    assert set(live.containers) == {"a", "b", "d"} and live.containers["b"].ip == b.ip
