@@ -111,17 +111,19 @@ def register(app: typer.Typer) -> None:
             out.print("no labs")
             return
         t = Table(title="netsim labs")
-        for col in ("lab", "state", "scenario", "container", "status", "pid", "oom"):
+        for col in ("lab", "state", "scenario", "container", "status", "pid", "addresses", "oom"):
             t.add_column(col, overflow="fold")
         for lab in labs:
             rows = lab["containers"] if isinstance(lab["containers"], list) else []
             first = [str(lab["name"]), str(lab["state"]), str(lab.get("scenario") or "-")]
             if not rows:
-                t.add_row(*first, "-", "-", "-", "-")
+                t.add_row(*first, "-", "-", "-", "-", "-")
             for i, r in enumerate(rows):
                 status = str(r["status"]) + (f" ({r['exit_code']})" if r["status"] == "exited" else "")
-                t.add_row(*(first if i == 0 else ["", "", ""]), str(r["name"]), status,
-                          str(r["pid"] or "-"), "[red]OOM-killed[/]" if r["oom_killed"] else "-")
+                addrs = r.get("addresses")
+                t.add_row(*(first if i == 0 else ["", "", ""]), str(r["name"]), status, str(r["pid"] or "-"),
+                          " ".join(addrs.values()) if isinstance(addrs, dict) and addrs else "-",
+                          "[red]OOM-killed[/]" if r["oom_killed"] else "-")
         out.print(t)
 
     @app.command("exec", context_settings={"allow_interspersed_args": False})

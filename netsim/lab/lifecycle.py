@@ -21,9 +21,10 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import LabError, UsageError
@@ -36,7 +37,8 @@ from .lab import Lab
 if TYPE_CHECKING:
     from runtime import Container
 
-__all__ = ["current_addresses", "restart_container", "start_container", "stop_container"]
+__all__ = ["current_addresses", "restart_container", "save_addresses", "saved_addresses", "start_container",
+           "stop_container"]
 
 ADDRESSES = "addresses.json"
 
@@ -48,13 +50,19 @@ def _locked(lab: Lab) -> Iterator[None]:
         yield
 
 
+def saved_addresses(lab_dir: Path) -> dict[str, dict[str, str] | None]:
+    """LABDIR/addresses.json: container -> {network: address}, None while stopped ({} if none)."""
+    try:
+        saved: dict[str, dict[str, str] | None] = json.loads((lab_dir / ADDRESSES).read_text())
+    except FileNotFoundError:
+        return {}
+    return saved
+
+
 def current_addresses(lab: Lab) -> dict[str, ContainerAddr | None]:
     """Each container with endpoints -> its addresses now (None while stopped): the plan's, as
     changed by restarts."""
-    try:
-        saved: dict[str, dict[str, str] | None] = json.loads((lab.dir / ADDRESSES).read_text())
-    except FileNotFoundError:
-        saved = {}
+    saved = saved_addresses(lab.dir)
     out: dict[str, ContainerAddr | None] = {}
     for name, addr in lab.plan.containers.items():
         if name not in saved:
@@ -70,11 +78,11 @@ def current_addresses(lab: Lab) -> dict[str, ContainerAddr | None]:
     return out
 
 
-def _save(lab: Lab, current: dict[str, ContainerAddr | None]) -> None:
+def save_addresses(lab_dir: Path, current: Mapping[str, ContainerAddr | None]) -> None:
     data = {n: None if a is None else {e.network: str(e.ip) for e in a.endpoints} for n, a in current.items()}
-    tmp = lab.dir / (ADDRESSES + ".tmp")
+    tmp = lab_dir / (ADDRESSES + ".tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(lab.dir / ADDRESSES)
+    tmp.replace(lab_dir / ADDRESSES)
 
 
 def _runtime_container(lab: Lab, name: str) -> "Container":
@@ -128,7 +136,7 @@ def stop_container(lab: Lab, name: str, timeout: float = 10.0) -> int | None:
 
 def _release(lab: Lab, name: str, current: dict[str, ContainerAddr | None]) -> None:
     current[name] = None
-    _save(lab, current)
+    save_addresses(lab.dir, current)
     _apply_rules(lab, current)                   # its published ports are withdrawn first, ...
     netns.remove(lab.names.container(name))      # ... then its namespace (and veths) go
 
@@ -158,7 +166,7 @@ def start_container(lab: Lab, name: str) -> ContainerAddr | None:
                 raise LabError(str(e)) from None
             _wire(lab, addr)
             current[name] = addr
-            _save(lab, current)
+            save_addresses(lab.dir, current)
             _apply_rules(lab, current)
         try:
             ct.start()

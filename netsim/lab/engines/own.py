@@ -39,12 +39,16 @@ def lab_runtime(lab_dir: Path) -> Runtime | None:
 
 
 def container_rows(lab_dir: Path) -> list[dict[str, object]]:
-    """One row per container of a lab: name, status, pid, exit code, OOM kills and cgroup stats."""
+    """One row per container of a lab: name, status, pid, exit code, OOM kills, addresses (network
+    -> address, as now: restarts change them, a stopped container holds none) and cgroup stats."""
+    from ..lifecycle import saved_addresses
     rt = lab_runtime(lab_dir)
+    addresses = saved_addresses(lab_dir)
     rows: list[dict[str, object]] = []
     for ct in rt.list() if rt is not None else []:
         row: dict[str, object] = {"name": ct.name, "status": ct.status, "pid": ct.pid,
-                                  "exit_code": ct.exit_code, "oom_killed": ct.oom_killed}
+                                  "exit_code": ct.exit_code, "oom_killed": ct.oom_killed,
+                                  "addresses": addresses.get(ct.name) or {}}
         try:
             row.update(ct.stats())
         except RuntimeErrorBase:
@@ -98,6 +102,8 @@ class OwnEngine:
             except RuntimeErrorBase as e:
                 raise LabError(f"container {c.name}: {e}") from None
 
+        from ..lifecycle import save_addresses
+        save_addresses(lab.dir, {n: a for n, a in lab.plan.containers.items()})   # before any start
         # Starts overlap on a few threads: much of a start is waiting in the kernel (an RCU grace
         # period to move into the cgroup), which concurrent starts share.
         containers = list(lab.scenario.containers)
