@@ -20,7 +20,7 @@ from .console import out
 def change_link(lab_name: str, at: str, rate: str | None, loss: float | None, delay: str | None,
                 jitter: str | None, clear: bool) -> str:
     """Apply (or clear) one link's impairments on a running lab; returns what was done."""
-    from ..lab.impair import apply_link, clear_link
+    from ..lab.impair import apply_link, clear_link, describe
     from ..lab.lab import Lab
     from ..lab.ledger import lab_dir
     from ..scenario.schema import Link
@@ -49,9 +49,7 @@ def change_link(lab_name: str, at: str, rate: str | None, loss: float | None, de
     if clear:
         clear_link(lab, at)
         return f"link {at}: impairments cleared"
-    apply_link(lab, link)
-    return f"link {at}: " + ", ".join(f"{k} {v}{'%' if k == 'loss' else ''}" for k, v in (
-        ("rate", rate), ("loss", loss), ("delay", delay), ("jitter", jitter)) if v is not None)
+    return describe(link, apply_link(lab, link))
 
 
 def register(app: typer.Typer) -> None:
@@ -60,7 +58,7 @@ def register(app: typer.Typer) -> None:
               link: str = typer.Argument(..., help="nic | wan | CONTAINER"),
               rate: str | None = typer.Option(None, "--rate", help="e.g. 10mbit (tc tbf)"),
               loss: float | None = typer.Option(None, "--loss", help="percent of packets dropped at random"),
-              delay: str | None = typer.Option(None, "--delay", help="e.g. 20ms (needs sch_netem)"),
+              delay: str | None = typer.Option(None, "--delay", help="e.g. 20ms (tc netem; without sch_netem, a netfilter-queue delayer)"),
               jitter: str | None = typer.Option(None, "--jitter", help="e.g. 5ms (needs --delay)"),
               clear: bool = typer.Option(False, "--clear", help="remove the link's impairments")) -> None:
         """Change a running lab's link impairments (replacing the link's old ones)."""

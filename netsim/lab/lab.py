@@ -20,7 +20,7 @@ from . import netns
 from .command import in_netns, require_tool, run
 from .engine import Engine
 from .firewall import render_home_router_rules
-from .impair import apply_link
+from .impair import apply_link, describe
 from .ledger import Ledger, lab_dir, process_start_time
 from .network import LabNames, build_network
 from .teardown import teardown
@@ -124,11 +124,7 @@ class Lab:
         self.engine.start(self)
         self._apply_host_switches()
         for link in self.scenario.links:
-            apply_link(self, link)
-            self.progress(f"link {link.at}: " + ", ".join(
-                f"{k} {v}{'%' if k == 'loss' else ''}" for k, v in
-                (("rate", link.rate), ("loss", link.loss), ("delay", link.delay), ("jitter", link.jitter))
-                if v is not None))
+            self.progress(describe(link, apply_link(self, link)))
         for c in self.scenario.containers:
             if c.ready_port:
                 self._wait_listening(c.name, c.ready_port, timeout=10)

@@ -31,6 +31,7 @@ from ..errors import LabError, UsageError
 from ..model.addressing import ContainerAddr, mac_for, readdress, with_addresses
 from . import netns
 from .bridge import HostBridge, plan_links
+from .command import in_netns, run
 from .firewall import render_rules
 from .lab import Lab
 
@@ -112,7 +113,15 @@ def _apply_rules(lab: Lab, current: dict[str, ContainerAddr | None]) -> None:
     """Docker's rules for the lab as it is now: published ports of running containers only,
     at their current addresses."""
     live = with_addresses(lab.plan, current)
-    lab.apply_rules(render_rules(lab.scenario, live, lab.name))
+    rules = render_rules(lab.scenario, live, lab.name)
+    # iptables-restore replaces the raw table: keep the link impairments' random-loss rules there
+    raw = run(in_netns(lab.host_netns, ["iptables-save", "-t", "raw"])).stdout.splitlines()
+    kept = [ln for ln in raw if ln.startswith("-A ") and f"netsim:{lab.name}:loss" in ln]
+    if kept:
+        head, sep, tail = rules.partition("COMMIT\n")   # the first section is *raw
+        assert head.startswith("*raw")
+        rules = head + "".join(ln + "\n" for ln in kept) + sep + tail
+    lab.apply_rules(rules)
 
 
 def stop_container(lab: Lab, name: str, timeout: float = 10.0) -> int | None:

@@ -234,13 +234,14 @@ class Link(_Strict):
     """Impairments on one link, applied at its egress (as tc qdiscs are).  `at`: `nic` (the
     Docker host's uplink, both ways), `wan` (the home router's public side) or a container's
     name (its eth0).  `rate` uses tc tbf; `loss` drops at random (iptables statistic); `delay`
-    and `jitter` need the kernel's sch_netem."""
+    and `jitter` use tc netem, or netsim's netfilter-queue delayer where the kernel has no
+    sch_netem."""
 
     at: str
     rate: str | None = Field(default=None, description="e.g. 10mbit, 512kbit")
     loss: float | None = Field(default=None, ge=0, le=100, description="percent of packets dropped")
-    delay: str | None = Field(default=None, description="e.g. 20ms (needs sch_netem)")
-    jitter: str | None = Field(default=None, description="e.g. 5ms (needs sch_netem and delay)")
+    delay: str | None = Field(default=None, description="e.g. 20ms, each way")
+    jitter: str | None = Field(default=None, description="e.g. 5ms: delay ± jitter, uniform (needs delay)")
 
     @field_validator("rate")
     @classmethod
