@@ -17,10 +17,8 @@ process of the lab (ledger, ended by its pid when the link changes or the lab go
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -32,6 +30,7 @@ from ..scenario.schema import Link
 from .command import in_netns, run
 from .ledger import process_start_time
 from .netns import netns_path
+from .teardown import end_process
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -89,20 +88,7 @@ def _stop_delayer(lab: "Lab", at: str) -> None:
         info = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    pid, start = int(info["pid"]), info.get("start")
-    if start is not None and process_start_time(pid) == start:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and process_start_time(pid) == start:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    break
-            except ChildProcessError:
-                pass
-            time.sleep(0.01)
+    end_process(int(info["pid"]), info.get("start"))   # SIGTERM, SIGKILL; only if still ours
     path.unlink(missing_ok=True)
 
 

@@ -15,12 +15,12 @@ from ..errors import LabError
 from . import cgroup_tree, netns
 from .ledger import Ledger, process_start_time
 
-__all__ = ["teardown", "list_labs"]
+__all__ = ["end_process", "teardown", "list_labs"]
 
 _MNT_DETACH = 2
 
 
-def _end_process(pid: int, start: int | None) -> None:
+def end_process(pid: int, start: int | None) -> None:
     if start is None or process_start_time(pid) != start:
         return  # gone, or the pid now belongs to someone else
     for sig, wait in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 2.0)):
@@ -76,7 +76,7 @@ def teardown(lab_dir: Path) -> None:
     for e in reversed(ledger.entries()):
         try:
             if e.kind == "process":
-                _end_process(int(e.ident), e.extra.get("start"))
+                end_process(int(e.ident), e.extra.get("start"))
             elif e.kind == "container":
                 from runtime import Runtime
                 rt = Runtime(Path(e.extra["state_dir"]))
