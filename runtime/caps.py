@@ -19,6 +19,7 @@ __all__ = [
     "DOCKER_DEFAULT_CAPS",
     "cap_mask",
     "capability_set",
+    "drop_bounding",
     "drop_to",
     "set_no_new_privs",
 ]
@@ -95,7 +96,7 @@ def _check(ret: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _last_cap() -> int:
+def _read_last_cap() -> int:
     try:
         with open("/proc/sys/kernel/cap_last_cap", "rb") as fh:
             return int(fh.read())
@@ -103,17 +104,28 @@ def _last_cap() -> int:
         return max(CAP_NUMBERS.values())
 
 
+_LAST_CAP: Final = _read_last_cap()  # the running kernel's, read once (not in every container's init)
+
+
 def set_no_new_privs() -> None:
     """prctl(PR_SET_NO_NEW_PRIVS): execve never grants privileges again (setuid, file caps)."""
     _check(_prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
-def drop_to(keep: int) -> None:
-    """Keep only the capabilities in mask `keep`: bounding set, effective, permitted; inheritable
-    and ambient emptied. Needs CAP_SETPCAP (container root has it until this call)."""
-    for cap in range(_last_cap() + 1):
+def drop_bounding(keep: int) -> None:
+    """Drop every capability not in mask `keep` from the bounding set (what any later execve
+    may gain); the effective and permitted sets are left alone. Needs CAP_SETPCAP."""
+    for cap in range(_LAST_CAP + 1):
         if not keep & (1 << cap):
             _check(_prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0), f"prctl(PR_CAPBSET_DROP, {cap})")
+
+
+def drop_to(keep: int, bounding: bool = True) -> None:
+    """Keep only the capabilities in mask `keep`: bounding set (unless `bounding` is False: the
+    caller did drop_bounding(keep) already), effective, permitted; inheritable and ambient
+    emptied. Needs CAP_SETPCAP (container root has it until this call)."""
+    if bounding:
+        drop_bounding(keep)
     _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)  # EINVAL on old kernels: nothing to clear
     header = _Header(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_Data * 2)(_Data(keep & 0xFFFFFFFF, keep & 0xFFFFFFFF, 0), _Data(keep >> 32, keep >> 32, 0))

@@ -1,6 +1,7 @@
 """Runtime (create/get/list containers) and Container (start, exec, signal, wait, delete)."""
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -30,7 +31,8 @@ from runtime.spec import ContainerSpec, ExecResult, container_env
 from runtime.state import (
     ContainerPaths,
     ContainerState,
-    load_state,
+    StateStamp,
+    load_state_if_changed,
     proc_alive,
     proc_start_time,
     save_state,
@@ -50,6 +52,7 @@ class _Config:
     """What every Container of one Runtime shares."""
 
     state_dir: Path
+    dir_tmpfs: bool  # each container's directory on a tmpfs of its own (rootfs.mount_container_dir)
     image_dir: Path
     on_create: OnCreate | None
     layout: CgroupLayout
@@ -100,10 +103,12 @@ class Runtime:
             if on_create is not None:
                 on_create("dir", str(path))
             path.mkdir(mode=0o711, exist_ok=True)
-        if rootfs.fs_type(str(state_dir)) == rootfs.OVERLAYFS:
+        state_fs = rootfs.fs_type(str(state_dir))
+        if state_fs == rootfs.OVERLAYFS:
             raise ContainerError(f"state dir {state_dir} is on overlayfs; overlay upper dirs cannot live there")
         self._cfg = _Config(
             state_dir=state_dir,
+            dir_tmpfs=state_fs != rootfs.TMPFS,
             image_dir=Path(image_dir).absolute(),
             on_create=on_create,
             layout=detect_layout(),
@@ -141,8 +146,8 @@ class Runtime:
             raise ContainerError(f"container {spec.name!r} already exists in {cfg.state_dir}") from None
         cgroup = container_cgroup(cfg.layout, spec.cgroup_parent, spec.name)
         owner = spec.idmap.outside if spec.idmap is not None else 0
-        state = ContainerState(spec=spec, image="", cgroups=cgroup.paths, mounts=[str(paths.rootfs)],
-                               created_at=time.time())  # fmt: skip
+        mounts = [str(paths.root), str(paths.rootfs)] if cfg.dir_tmpfs else [str(paths.rootfs)]
+        state = ContainerState(spec=spec, image="", cgroups=cgroup.paths, mounts=mounts, created_at=time.time())
         container = Container(cfg, state)
         try:
             image = images.prepare_image(cfg.image_dir, spec.image, owner)
@@ -150,8 +155,12 @@ class Runtime:
             if not spec.argv and not (image.config.entrypoint or image.config.cmd):
                 raise ContainerError(f"container {spec.name!r}: no argv given and image {spec.image!r} has no "
                                      "Entrypoint or Cmd")
+            if cfg.dir_tmpfs:
+                cfg.announce("mount", str(paths.root))
+                rootfs.mount_container_dir(paths.root)
+            container._stamp = save_state(paths.state, state)  # before the overlay and the cgroup: delete() can find them
             for d in (paths.upper, paths.work, paths.rootfs):
-                d.mkdir()
+                os.mkdir(d, 0o755)
             hostname = spec.effective_hostname
             files = {
                 "/etc/hostname": hostname + "\n",
@@ -159,7 +168,6 @@ class Runtime:
                 **spec.files,
             }
             rootfs.prepare_upper(paths.upper, owner, files)
-            save_state(paths.state, state)  # before kernel objects exist: delete() can find them
             cfg.announce("mount", str(paths.rootfs))
             rootfs.mount_overlay(image.path, paths.upper, paths.work, paths.rootfs)
             cgroup.create(spec.limits, cfg.on_create)
@@ -180,7 +188,9 @@ class Runtime:
         if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
             raise ContainerError(f"no container named {name!r}")
         paths = ContainerPaths(self._cfg.state_dir / name)
-        return Container(self._cfg, load_state(paths.state))
+        state, stamp = load_state_if_changed(paths.state, None)
+        assert state is not None
+        return Container(self._cfg, state, stamp)
 
     def list(self) -> list[Container]:
         """Every container with a readable state file, by name."""
@@ -197,9 +207,10 @@ class Runtime:
 class Container:
     """One container. State is shared through state.json, so any process may drive it."""
 
-    def __init__(self, cfg: _Config, state: ContainerState) -> None:
+    def __init__(self, cfg: _Config, state: ContainerState, stamp: StateStamp | None = None) -> None:
         self._cfg = cfg
         self._state = state
+        self._stamp = stamp  # the version of the state file self._state is (None: not known)
         self._paths = ContainerPaths(cfg.state_dir / state.spec.name)
         self._cgroup: ContainerCgroup = container_cgroup(cfg.layout, state.spec.cgroup_parent, state.spec.name)
 
@@ -278,13 +289,17 @@ class Container:
 
     def _save(self) -> None:
         if self._paths.root.is_dir():
-            save_state(self._paths.state, self._state)
+            self._stamp = save_state(self._paths.state, self._state)
 
     def _reload(self) -> None:
+        """Pick up what other processes (or Container objects) saved; nothing to parse when the
+        file is still the version we hold."""
         try:
-            self._state = load_state(self._paths.state)
+            state, self._stamp = load_state_if_changed(self._paths.state, self._stamp)
         except ContainerError:
-            pass  # deleted (or never saved): keep what we know
+            return  # deleted (or never saved): keep what we know
+        if state is not None:
+            self._state = state
 
     def _refresh(self, timeout: float | None = 0) -> None:
         """Reload state from disk; if running, check (or wait up to `timeout`) for the init's exit."""
@@ -315,14 +330,30 @@ class Container:
 
     # ---- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start PID 1 and the main process; return once argv has been exec'd."""
-        self._reload()
-        st, spec = self._state, self._state.spec
-        if st.status != "created":
+    def start(self, netns: str | None = None) -> None:
+        """Start PID 1 and the main process; return once argv has been exec'd.
+
+        From "created", or from "exited" — a restart, as `docker start` of a stopped container:
+        the same root fs and writable layer (files written before are still there), logs
+        appended; the previous run's exit code, exit_status file and OOM count are gone (its
+        cgroup is made afresh, with the spec's limits). Works from any process, also when an
+        earlier one started the container. `netns` replaces the spec's network namespace (kept
+        in the state file: others see it too)."""
+        self._refresh()
+        st = self._state
+        if st.status not in ("created", "exited"):
             raise ContainerError(f"cannot start container {self.name!r}: it is {st.status}")
-        if not rootfs.is_mounted(str(self._paths.rootfs)):
+        if not os.path.ismount(self._paths.rootfs):
             raise ContainerError(f"cannot start container {self.name!r}: its root fs {self._paths.rootfs} is not mounted")
+        if st.status == "exited":
+            self._reset_run()
+        if netns is not None:
+            try:
+                st.spec = dataclasses.replace(st.spec, netns=netns)
+            except SpecError as exc:
+                raise ContainerError(f"cannot start container {self.name!r}: {exc}") from None
+            self._save()
+        spec = st.spec
         launch = Launch(
             argv=self.argv,
             env=self.env(),
@@ -350,6 +381,33 @@ class Container:
                 self._refresh(timeout=5.0)
             raise ContainerError(f"container {self.name!r}: {result.error}")
 
+    def _reset_run(self) -> None:
+        """Forget the previous run (before a restart): its cgroup (stragglers killed, the
+        directories made again with the limits: OOM and usage counters start at zero), its exit
+        status, its pid."""
+        st = self._state
+        try:
+            self._cgroup.kill_all()
+            self._cgroup.remove()
+            # no on_create: these are the directories create() announced (a ledger that saw them
+            # then must not list them again after the container, see Runtime.create's callers)
+            self._cgroup.create(st.spec.limits)
+        except (CgroupError, OSError) as exc:
+            raise ContainerError(f"cannot start container {self.name!r} again: {exc}") from exc
+        try:
+            os.unlink(self._paths.exit_status)
+        except FileNotFoundError:
+            pass
+        st.pid = st.pid_start = st.exit_code = None
+        st.status = "created"
+        self._save()
+
+    def restart(self, timeout: float = 5.0, netns: str | None = None) -> None:
+        """stop(timeout) (SIGTERM, SIGKILL after `timeout` s) then start(netns); a container that
+        never ran is just started."""
+        self.stop(timeout)
+        self.start(netns)
+
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait for the container to exit; its exit code, or None on timeout / never started."""
         self._refresh(timeout=timeout)
@@ -370,11 +428,14 @@ class Container:
         self._refresh()
         if self._state.status != "running":
             return self._state.exit_code
-        self.kill(signal.SIGTERM)
-        self._refresh(timeout=timeout)
-        if self._state.status == "running":
-            self.kill(signal.SIGKILL)
-            self._refresh(timeout=10.0)
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+            try:
+                self.kill(sig)
+            except ContainerError:  # it exited meanwhile
+                pass
+            self._refresh(timeout=wait)
+            if self._state.status != "running":
+                break
         return self._state.exit_code
 
     def stats(self) -> dict[str, int]:
@@ -459,7 +520,7 @@ class Container:
         errors: list[str] = []
         self._reload()
         st = self._state
-        if st.pid is not None:
+        if st.pid is not None and st.status != "exited":  # exited: its end was seen already
             try:
                 if proc_alive(st.pid, st.pid_start):
                     os.kill(st.pid, signal.SIGKILL)
@@ -472,25 +533,29 @@ class Container:
             except OSError as exc:
                 errors.append(f"cannot kill init pid {st.pid}: {exc}")
         try:
-            self._cgroup.kill_all()
-            self._cgroup.remove()
+            self._cgroup.remove()  # kills what is left in it, if anything
         except (CgroupError, OSError) as exc:
             errors.append(str(exc))
         mounted = False
-        try:
-            rootfs.unmount(str(self._paths.rootfs))
-        except OSError as exc:
-            errors.append(f"cannot unmount {self._paths.rootfs}: {exc}")
-            mounted = rootfs.is_mounted(str(self._paths.rootfs))
+        for mount_point in (self._paths.rootfs, self._paths.root):  # the overlay first: it uses the tmpfs
+            try:
+                rootfs.unmount(str(mount_point))
+            except OSError as exc:
+                errors.append(f"cannot unmount {mount_point}: {exc}")
+                mounted = mounted or rootfs.is_mounted(str(mount_point))
         if mounted:
             errors.append(f"left {self._paths.root} in place: its root fs is still mounted")
         else:
             try:
-                shutil.rmtree(self._paths.root)
+                try:
+                    os.rmdir(self._paths.root)  # empty once its tmpfs is unmounted
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
+                    shutil.rmtree(self._paths.root)
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                if exc.errno != errno.ENOENT:
-                    errors.append(f"cannot remove {self._paths.root}: {exc}")
+                errors.append(f"cannot remove {self._paths.root}: {exc}")
         if errors:
             raise ContainerError(f"delete {self.name!r}: " + "; ".join(errors))

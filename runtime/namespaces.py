@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import fcntl
+import functools
 import os
 import socket
 import struct
@@ -34,12 +35,14 @@ __all__ = [
     "MS_REMOUNT",
     "MS_STRICTATIME",
     "clone_parent",
+    "clone_vm_parent",
     "join_netns",
     "loopback_up",
     "mount",
     "pivot_root",
     "set_cmdline",
     "set_dumpable",
+    "set_parent_death_signal",
     "sethostname",
     "setns",
     "umount2",
@@ -70,6 +73,8 @@ MNT_DETACH: Final = 2
 _SYS_CLONE: Final = 56  # x86_64
 _SYS_PIVOT_ROOT: Final = 155  # x86_64
 _SIGCHLD: Final = 17
+_CLONE_VM: Final = 0x00000100
+_CLONE_VFORK: Final = 0x00004000
 _SIOCGIFFLAGS: Final = 0x8913
 _SIOCSIFFLAGS: Final = 0x8914
 _IFF_UP: Final = 0x1
@@ -94,6 +99,7 @@ _sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _prctl = _LIBC.prctl
 _PR_SET_NAME: Final = 15
 _PR_SET_DUMPABLE: Final = 4
+_PR_SET_PDEATHSIG: Final = 1
 _syscall = _LIBC.syscall
 _syscall.restype = ctypes.c_long
 _syscall_gil = _LIBC_GIL.syscall
@@ -166,6 +172,25 @@ def clone_parent() -> int:
     return _check(int(ret), "clone(CLONE_PARENT)")
 
 
+def clone_vm_parent() -> int:
+    """clone(CLONE_PARENT | CLONE_VM | CLONE_VFORK): a child of the caller's parent that runs in
+    the caller's memory (no copy of the address space, no copy-on-write faults), while the
+    caller stays suspended in this call until the child exits or execs.
+
+    Returns 0 in the child. The caller must never run again: it is to be killed (SIGKILL) once
+    the child runs — if it resumed, it would find its memory as the child left it. Like
+    clone_parent, the child is a raw clone (see there)."""
+    flags = ctypes.c_long(CLONE_PARENT | _CLONE_VM | _CLONE_VFORK | _SIGCHLD)
+    zero = ctypes.c_long(0)
+    ret = _syscall_gil(ctypes.c_long(_SYS_CLONE), flags, zero, zero, zero, zero)
+    return _check(int(ret), "clone(CLONE_PARENT|CLONE_VM|CLONE_VFORK)")
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """prctl(PR_SET_PDEATHSIG): `sig` when the parent (thread) exits."""
+    _check(_prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+
+
 def loopback_up() -> None:
     """Set `lo` up in the calling thread's network namespace (SIOCSIFFLAGS)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -190,11 +215,18 @@ def write_net_sysctls(sysctls: Mapping[str, str]) -> None:
             os.close(fd)
 
 
-def set_cmdline(title: str) -> None:
-    """Overwrite the calling process's argv area, so ps shows `title` (like setproctitle)."""
+@functools.cache
+def _argv_area() -> tuple[int, int]:
+    """(arg_start, arg_end) of this process: stat fields 48 and 49. Cached: a forked child has
+    the same area at the same addresses (the fork server looks it up once for all its clones)."""
     with open("/proc/self/stat", "rb") as fh:
         fields = fh.read().rsplit(b")", 1)[1].split()
-    start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (stat fields 48, 49)
+    return int(fields[45]), int(fields[46])
+
+
+def set_cmdline(title: str) -> None:
+    """Overwrite the calling process's argv area, so ps shows `title` (like setproctitle)."""
+    start, end = _argv_area()
     size = end - start
     if size <= 0:
         return

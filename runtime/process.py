@@ -1,7 +1,9 @@
 """Processes: spawning a container (setup child, PID-1 init, main process), waiting, exec.
 
-    runtime process ──fork──► setup child S (or the fork server clones S with CLONE_PARENT: S is
-                                 a child of the runtime process either way; runtime.forkserver).
+    runtime process ──fork──► setup child S (or the fork server cloned S ahead of time with
+                                 CLONE_PARENT and S prepared itself (prepare_setup_child) while it
+                                 waited for its request: S is a child of the runtime process
+                                 either way; runtime.forkserver).
                                  The runtime moves S into the container cgroup at once (JOIN_INLINE;
                                  a helper thread did it while S worked when moves cost an RCU grace
                                  period, but the thread's start/GIL handoff cost more than the move
@@ -13,7 +15,7 @@
                                  clone(CLONE_PARENT) ──► init I (PID 1, a child of the runtime
                                  process so it can be waited for): mounts /proc, pivot_root,
                                  fork ──► main M: exec(argv) with logs on fd 1/2.
-                              S reports I's pid and exits.
+                              S reports I's pid and exits (reaped once the start is done).
 
 Every stage talks to the runtime over one CLOEXEC report pipe ("U" userns ready, "J" ready to
 fork once in the cgroup, "P pid",
@@ -40,8 +42,8 @@ from runtime.forkserver import ForkServer
 from runtime.spec import DEFAULT_PATH, IdMap
 from runtime.state import proc_start_time
 
-__all__ = ["ASYNC_SIGNALS", "FORWARDED_SIGNALS", "INIT_TITLE", "Launch", "SpawnResult", "setup_child", "spawn",
-           "status_to_code", "wait_exit"]
+__all__ = ["ASYNC_SIGNALS", "FORWARDED_SIGNALS", "INIT_TITLE", "Launch", "SpawnResult", "prepare_setup_child",
+           "run_setup_child", "spawn", "status_to_code", "wait_exit"]
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _SPAWN_TIMEOUT = 30.0
@@ -204,10 +206,9 @@ def spawn(launch: Launch, cgroup: ContainerCgroup, server: ForkServer | None = N
                 if error is not None:
                     return SpawnResult(None, f"cannot move the container into its cgroup: {error}")
                 os.write(go_w, b"2")
-            elif kind == "P":
+            elif kind == "P":  # from the init: the setup child, suspended in its clone, goes now
                 init_pid = int(rest)
-                os.waitpid(setup_pid, 0)
-                setup_pid = 0
+                os.kill(setup_pid, signal.SIGKILL)
             elif kind == "E":
                 errno_, _, text = rest.partition(" ")
                 return SpawnResult(init_pid, f"cannot exec {list(launch.argv)!r}: {text} (errno {errno_})")
@@ -217,12 +218,12 @@ def spawn(launch: Launch, cgroup: ContainerCgroup, server: ForkServer | None = N
         return SpawnResult(init_pid, f"container setup failed: {exc}")
     finally:
         joiner.result()
-        if setup_pid:
+        if init_pid is None:  # it never finished its work (or the init never ran): it never will
             try:
                 os.kill(setup_pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            os.waitpid(setup_pid, 0)
+        os.waitpid(setup_pid, 0)
         os.close(report_r)
         os.close(go_w)
 
@@ -273,25 +274,62 @@ def _close_all_but(keep: Sequence[int]) -> None:
     os.closerange(low, 1 << 20)
 
 
-def _setup_child(launch: Launch, report_w: int, go_r: int, fds: list[int]) -> None:  # pragma: no cover
-    stage = "signals"
+def _not_default(signals: frozenset[int]) -> list[int]:
+    """Those of `signals` this process ignores or catches, as the kernel records them
+    (/proc/self/status SigIgn, SigCgt: also what C code set behind Python's back). Resetting
+    only those, not every signal, saves ~60 sigaction calls per container."""
+    masks = 0
+    with open("/proc/self/status", "rb") as fh:
+        for line in fh:
+            if line.startswith((b"SigIgn:", b"SigCgt:")):
+                masks |= int(line.split()[1], 16)
+    return [sig for sig in signals if masks >> (sig - 1) & 1]
+
+
+def prepare_setup_child() -> str | None:  # pragma: no cover - runs in a setup child
+    """What a setup child does before it knows its Launch: no garbage collection, default
+    signal dispositions (signals stay blocked until the init installs its handlers), stdio on
+    /dev/null, the OOM killer told to spare it. The fork server's spare children do this ahead
+    of their request (runtime.forkserver). The error text, or None."""
     gc.disable()  # a collection would walk (and copy-on-write) every object of the caller's heap
     try:
-        # Default dispositions (signals stay blocked until the init installs its handlers) and
-        # a session of our own: a Ctrl-C meant for the caller's process group is not for us.
         signal.set_wakeup_fd(-1)
         null = os.open("/dev/null", os.O_RDWR)  # the caller's stdio (a pipe, a terminal) is not ours
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
-        for sig in _ASYNC_SIGNALS:
+        for sig in _not_default(_ASYNC_SIGNALS):
             signal.signal(sig, signal.SIG_DFL)
-        os.setsid()
         try:  # let the OOM killer pick the main process, not init (needs CAP_SYS_RESOURCE)
             _write_file("/proc/self/oom_score_adj", "-1000")
         except PermissionError:
             pass
-        stage = "netns"
+    except BaseException as exc:  # noqa: BLE001 - reported once there is a report pipe
+        return f"signals: {exc}"
+    return None
+
+
+def _setup_child(launch: Launch, report_w: int, go_r: int, fds: list[int]) -> None:  # pragma: no cover
+    run_setup_child(launch, report_w, go_r, fds, prepare_setup_child())
+
+
+def run_setup_child(launch: Launch, report_w: int, go_r: int, fds: list[int],
+                    prepared: str | None) -> None:  # pragma: no cover - runs in a setup child
+    """The setup child's work once prepare_setup_child() is done (`prepared`: its error, if
+    any): a session of its own (a Ctrl-C meant for the caller's process group is not for us;
+    it also leaves the fork server's scheduling group, see forkserver.serve), namespaces, root
+    fs, then the init. Never returns."""
+    runtime_pid = os.getppid()
+    if prepared is None and os.getsid(0) != os.getpid():
+        try:
+            os.setsid()
+        except OSError as exc:
+            prepared = f"setsid: {exc}"
+    if prepared is not None:
+        _report(report_w, f"F {prepared}")
+        os._exit(126)
+    stage = "netns"
+    try:
         if launch.netns is not None:
             ns.join_netns(launch.netns)
         else:
@@ -309,6 +347,8 @@ def _setup_child(launch: Launch, report_w: int, go_r: int, fds: list[int]) -> No
         flags = ns.CLONE_NEWNS | ns.CLONE_NEWPID | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC
         ns.unshare(flags | (ns.CLONE_NEWUSER if launch.idmap is not None else 0))
         _report(report_w, "U")  # the runtime writes uid_map/gid_map
+        stage = "capabilities"  # meanwhile: the init and main process inherit the bounding set
+        capabilities.drop_bounding(launch.caps)
         if os.read(go_r, 1) != b"1":
             os._exit(1)  # the runtime went away
         stage = "rootfs"
@@ -329,17 +369,19 @@ def _setup_child(launch: Launch, report_w: int, go_r: int, fds: list[int]) -> No
         if os.read(go_r, 1) != b"2":
             os._exit(1)
         stage = "clone"
-        pid = ns.clone_parent()
-        if pid == 0:
+        # The init runs in our memory (clone_vm_parent: no copy of this interpreter, no
+        # copy-on-write faults in it) while we stay suspended; the runtime kills us once the
+        # init reported its pid, and the kernel does if the runtime is gone (a parent's death
+        # signal, checked against a runtime that went before it was set).
+        ns.set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != runtime_pid:
+            os._exit(1)
+        if ns.clone_vm_parent() == 0:
             _init(launch, report_w, fds)
-        _report(report_w, f"P {pid}")
-        os._exit(0)
+        os._exit(1)  # not reached: never resumed, or never alive again with that memory
     except BaseException as exc:  # noqa: BLE001 - report everything, never return into the caller
         _report(report_w, f"F {stage}: {exc}")
     os._exit(126)
-
-
-setup_child = _setup_child
 
 
 def _init(launch: Launch, report_w: int, fds: list[int]) -> None:  # pragma: no cover
@@ -347,6 +389,7 @@ def _init(launch: Launch, report_w: int, fds: list[int]) -> None:  # pragma: no 
     exit_fd = fds[2]
     stage = "init"
     try:
+        _report(report_w, f"P {os.readlink('/proc/self')}")  # our pid on the host (its /proc, still)
         _close_all_but([report_w, *fds])
         ns.set_cmdline(INIT_TITLE)  # ps in the container shows this, not the runtime's argv
         stage = "proc"
@@ -358,7 +401,7 @@ def _init(launch: Launch, report_w: int, fds: list[int]) -> None:  # pragma: no 
         os.chdir(launch.workdir)
         stage = "capabilities"  # init keeps no more than the main process gets
         capabilities.set_no_new_privs()
-        capabilities.drop_to(launch.caps)
+        capabilities.drop_to(launch.caps, bounding=False)  # the setup child dropped the bounding set
         main: list[int] = []
         pending: list[int] = []
 
@@ -387,9 +430,9 @@ def _init(launch: Launch, report_w: int, fds: list[int]) -> None:  # pragma: no 
     except BaseException as exc:  # noqa: BLE001
         _report(report_w, f"F {stage}: {exc}")
         os._exit(126)
-    os.close(report_w)  # the runtime sees EOF: argv has been exec'd
-    for fd in fds[:2]:
+    for fd in fds[:2]:  # the main process has its own: init keeps only the exit status file
         os.close(fd)
+    os.close(report_w)  # the runtime sees EOF: argv has been exec'd
     while True:
         try:
             child, status = os.wait()

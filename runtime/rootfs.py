@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,6 +23,7 @@ __all__ = [
     "fs_type",
     "is_mounted",
     "mask_paths",
+    "mount_container_dir",
     "mount_overlay",
     "mount_proc",
     "mount_sysfs",
@@ -32,6 +34,7 @@ __all__ = [
 ]
 
 OVERLAYFS = "overlay"
+TMPFS = "tmpfs"
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 # Docker's (moby oci/defaults.go) masked and read-only paths, relative to the new root. Masked
 # files get /dev/null bound over them, masked directories an empty read-only tmpfs.
@@ -74,19 +77,42 @@ def fs_type(path: str) -> str:
 
 def prepare_upper(upper: Path, owner: int, files: Mapping[str, str]) -> None:
     """Fill the overlay upper dir: owned by container root, plus the spec's extra files."""
-    os.chown(upper, owner, owner)
-    os.chmod(upper, 0o755)
+    top = str(upper)
+    os.chown(top, owner, owner)
+    os.chmod(top, 0o755)
+    made = {top}
     for inside, text in files.items():
-        target = upper / inside.lstrip("/")
-        parent = upper
-        for part in target.parent.relative_to(upper).parts:
-            parent = parent / part
-            if not parent.is_dir():
-                parent.mkdir(mode=0o755)
+        target = os.path.join(top, inside.lstrip("/"))
+        parent = top
+        for part in os.path.relpath(os.path.dirname(target), top).split("/"):
+            if part == ".":
+                continue
+            parent = os.path.join(parent, part)
+            if parent not in made and not os.path.isdir(parent):
+                os.mkdir(parent, 0o755)
                 os.chown(parent, owner, owner)
-        target.write_text(text)
-        os.chown(target, owner, owner)
-        os.chmod(target, 0o644)
+            made.add(parent)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            data = memoryview(text.encode())
+            while data:
+                data = data[os.write(fd, data):]
+            os.fchown(fd, owner, owner)
+            os.fchmod(fd, 0o644)
+        finally:
+            os.close(fd)
+
+
+def mount_container_dir(target: Path) -> None:
+    """A tmpfs for one container's directory in the state dir (state.json, logs, the overlay's
+    upper and work dirs and its mount point), used when the state dir is on a disk file system.
+
+    There, each file or directory created and removed costs ext4 block allocation, journal
+    updates and discards (0.1-0.5 ms apiece, state.json is rewritten three times per run),
+    while a tmpfs is mounted and unmounted in ~0.1 ms and takes everything with it. Everything
+    then lives in memory, as on machines whose /run is a tmpfs (the usual case): pages the
+    container writes to its root fs or its logs are charged to its memory cgroup."""
+    ns.mount("tmpfs", str(target), "tmpfs", ns.MS_NODEV | ns.MS_NOSUID, "mode=711")
 
 
 def mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
@@ -175,9 +201,13 @@ def mask_paths() -> None:
     """Docker's masked paths (/dev/null or an empty read-only tmpfs over them) and read-only
     paths (a read-only bind of themselves). Relative to the cwd (the new root)."""
     for path in MASKED_PATHS:
-        if os.path.isdir(path) and not os.path.islink(path):
+        try:
+            mode = os.lstat(path).st_mode  # one system call per path: a start does this for each
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(mode):
             ns.mount("tmpfs", path, "tmpfs", ns.MS_RDONLY | ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC, "size=0")
-        elif os.path.exists(path):
+        elif not stat.S_ISLNK(mode) or os.path.exists(path):
             ns.mount("dev/null", path, None, ns.MS_BIND)
     for path in READONLY_PATHS:
         if os.path.exists(path):

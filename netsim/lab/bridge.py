@@ -144,8 +144,11 @@ def in_netns_thread(path: str | None) -> Iterator[None]:
 def _write_sysctls(values: Mapping[str, str]) -> None:
     """net.* sysctls of the calling thread's network namespace."""
     for key, value in values.items():
-        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-            f.write(value)
+        fd = os.open("/proc/sys/" + key.replace(".", "/"), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
 
 
 @dataclass(frozen=True)
