@@ -24,8 +24,10 @@ from __future__ import annotations
 import socket
 import struct
 import zlib
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -82,7 +84,7 @@ class DecodeStats:
     decoded: int
     skipped_non_ipv4: int
     skipped_truncated: int
-    link_types: tuple[int, ...]
+    link_types: tuple[int, ...]     # of the records read (an interface without packets: none)
 
 
 def read_records(path: Path) -> Iterator[tuple[int, int, bytes]]:
@@ -197,6 +199,17 @@ def decode_pcap(path: Path, iface: str,
         return _decode(path, data, iface, {} if tuples is None else tuples)
 
 
+@cache
+def _u16_values(swapped: bool) -> tuple[int, ...]:
+    """Every 16-bit value, indexed by its bytes read in the other byte order (``swapped``) or
+    in the same one: one tuple index turns a field read with the capture file's byte order
+    into its network-order value, and equal values share one int object."""
+    values = array("H", range(65536))
+    if swapped:
+        values.byteswap()
+    return tuple(values)
+
+
 def _fast_ethernet(data: bytes, iface: str, interned: dict[object, FiveTuple],
                    packets: list[Packet]
                    ) -> tuple[list[tuple[int, int, int, int, int]], int, set[int]] | None:
@@ -207,6 +220,12 @@ def _fast_ethernet(data: bytes, iface: str, interned: dict[object, FiveTuple],
     ``(link_type, ts_ns, offset, caplen, index)`` for the general decoder, the record count and
     the link types met; None when the file is not of a shape this loop reads (then nothing was
     appended and the general decoder reads the whole file).
+
+    One ``struct`` call per record reads its header (in the file's byte order) together with
+    the Ethernet and IPv4 header fields; the 16-bit network-order fields among them go
+    through :func:`_u16_values`.  The MAC pair, EtherType and IHL are looked up as one 15-byte
+    key (a cache of the MAC strings that also says whether the frame is untagged IPv4
+    without options), the 5-tuple by the raw address and port bytes.
     """
     head = data[:4]
     ng = head == _PCAPNG_SHB
@@ -222,32 +241,61 @@ def _fast_ethernet(data: bytes, iface: str, interned: dict[object, FiveTuple],
         off = 24
     else:
         return None
-    unpack_rec = struct.Struct(endian + "III").unpack_from
-    unpack_epb = struct.Struct("<IIIIII").unpack_from       # type, length, ifid, ts hi/lo, caplen
-    unpack_fast = struct.Struct("!12sHB1xHHHBB2x12s").unpack_from   # Ethernet + IPv4 (IHL 5)
+    # after the record header: MACs + EtherType + version/IHL (15s), TOS, total length, IP ID,
+    # fragment field, TTL, protocol, checksum, addresses + ports (12s): 38 bytes of the frame
+    net = "15sxHHHBB2x12s"
+    if ng:       # type, length, interface, timestamp high/low, captured length; original length
+        head_len, unpack = 28, struct.Struct("<IIIIII4x" + net).unpack_from
+        unpack_head = struct.Struct("<IIIIII").unpack_from
+    else:        # seconds, fraction, captured length; original length
+        head_len, unpack = 16, struct.Struct(endian + "III4x" + net).unpack_from
+        unpack_head = struct.Struct(endian + "III").unpack_from
+    safe = len(data) - head_len - 38    # a record starting up to here has its 38 bytes in data
+    u16 = _u16_values(endian == "<")
+    frag_mask = 0xFF1F if endian == "<" else 0x1FFF     # the fragment offset, as read
+    eth_ipv4 = b"\x08\x00\x45"      # EtherType IPv4, version 4 with a 20-byte header
+    never = 1 << 62                 # a captured length no frame has
     unpack_ports = struct.Struct("!HH").unpack_from
     unpack_tcp = struct.Struct("!4xIIBB").unpack_from         # seq, ack, doff, flags
     append = packets.append
     new_packet = tuple.__new__
+    packet_type = Packet
     ntoa = socket.inet_ntoa
     crc32 = zlib.crc32
     flag_text = _FLAG_TEXT
-    mac_cache: dict[bytes, tuple[str, str]] = {}
-    caches: dict[int, dict[bytes, FiveTuple]] = {6: {}, 17: {}}
+    # raw MACs + EtherType + version/IHL -> (src, dst) text, or () when not untagged IPv4/IHL 5;
+    # the last key and 5-tuples are kept too, and compared before a dictionary is asked
+    mac_cache: dict[bytes, tuple[str, ...]] = {}
+    mac_get = mac_cache.get
+    last_raw, src_mac, dst_mac = b"", "", ""
+    macs: tuple[str, ...] | None = ()
+    udp_cache: dict[bytes, FiveTuple] = {}
+    tcp_cache: dict[bytes, FiveTuple] = {}
+    udp_get, tcp_get = udp_cache.get, tcp_cache.get
+    last_udp = last_tcp = b""
+    udp_ft = tcp_ft = FiveTuple("", "", 0, "", 0)
     slow: list[tuple[int, int, int, int, int]] = []
-    link_types: set[int] = {LINKTYPE_ETHERNET} if not ng else set()
+    link_types: set[int] = set()        # of the records met (as the general decoder says)
     # pcapng interfaces: (link type, ns per tick or 0, ticks per second, offset in ns)
     ng_ifaces: list[tuple[int, int, int, int]] = []
     end_all, index, n0 = len(data), -1, len(packets)
     linktype = LINKTYPE_ETHERNET
     cur_if, ns_tick, units, offset_ns = -1, 1, 1_000_000_000, 0     # the last EPB's interface
+    plain_ns = True                 # ns_tick 1 and no offset: the ticks are the nanoseconds
+    min_fast = 38                   # captured bytes the inlined path needs (never: not Ethernet)
     while True:
         if ng:
-            if off + 28 <= end_all:
-                btype, blen, ifid, th, tl, incl = unpack_epb(data, off)
+            if off <= safe:
+                btype, blen, ifid, th, tl, incl, raw, total_len, ip_id, frag, ttl, proto, addrs = \
+                    unpack(data, off)
+            elif off + 28 <= end_all:       # too short for the inlined path: header only
+                btype, blen, ifid, th, tl, incl = unpack_head(data, off)
+                raw = addrs = b""
+                total_len = ip_id = frag = ttl = proto = 0
             elif off + 12 <= end_all:
-                btype, blen = unpack_rec(data, off)[:2]
-                ifid = th = tl = incl = 0
+                btype, blen = struct.unpack_from("<II", data, off)
+                ifid = th = tl = incl = total_len = ip_id = frag = ttl = proto = 0
+                raw = addrs = b""
             else:
                 break
             nxt = off + blen
@@ -257,14 +305,17 @@ def _fast_ethernet(data: bytes, iface: str, interned: dict[object, FiveTuple],
                 if btype == 6 and blen >= 32 and ifid < len(ng_ifaces):
                     cur_if = ifid                     # an EPB of another interface
                     linktype, ns_tick, units, offset_ns = ng_ifaces[ifid]
+                    plain_ns = ns_tick == 1 and not offset_ns
+                    link_types.add(linktype)
+                    min_fast = 38 if linktype == LINKTYPE_ETHERNET else never
                 else:
                     if btype == 1:                                # Interface Description Block
                         lt = struct.unpack_from("<H", data, off + 8)[0]
-                        units, offset_s = _idb_tsresol(data, off + 16, nxt - 4, "<")
-                        ng_ifaces.append((lt, 1_000_000_000 // units
-                                          if 1_000_000_000 % units == 0 else 0,
-                                          units, offset_s * 1_000_000_000))
-                        link_types.add(lt)
+                        # (not into units: that is the current interface's, maybe in use)
+                        idb_units, offset_s = _idb_tsresol(data, off + 16, nxt - 4, "<")
+                        ng_ifaces.append((lt, 1_000_000_000 // idb_units
+                                          if 1_000_000_000 % idb_units == 0 else 0,
+                                          idb_units, offset_s * 1_000_000_000))
                     elif btype in (0x0A0D0D0A, 2, 3, 6) and off:
                         # another section, a simple/obsolete packet block or a malformed
                         # EPB: rare shapes, left to the general decoder (for the whole file)
@@ -272,57 +323,81 @@ def _fast_ethernet(data: bytes, iface: str, interned: dict[object, FiveTuple],
                         return None
                     off = nxt
                     continue
-            ticks = th << 32 | tl
-            ts_ns = (ticks * ns_tick if ns_tick else ticks * 1_000_000_000 // units) + offset_ns
+            if plain_ns:
+                ts_ns = th << 32 | tl
+            else:
+                ticks = th << 32 | tl
+                ts_ns = (ticks * ns_tick if ns_tick else ticks * 1_000_000_000 // units) + offset_ns
             o = off + 28
             if incl > blen - 32:
                 incl = blen - 32
             fend = o + incl
             off = nxt
         else:
-            if off + 16 > end_all:
+            if off <= safe:
+                sec, frac, incl, raw, total_len, ip_id, frag, ttl, proto, addrs = unpack(data, off)
+            elif off + 16 <= end_all:
+                sec, frac, incl = unpack_head(data, off)
+                raw = addrs = b""
+                total_len = ip_id = frag = ttl = proto = 0
+            else:
                 break
-            sec, frac, incl = unpack_rec(data, off)
             o = off + 16
             off = fend = o + incl
             if fend > end_all:      # a capture cut short (tcpdump killed): stop cleanly
                 break
             ts_ns = sec * 1_000_000_000 + frac * mult
         index += 1
-        if incl >= 38 and linktype == LINKTYPE_ETHERNET:
-            raw, ethertype, vihl, total_len, ip_id, frag, ttl, proto, addr_ports = \
-                unpack_fast(data, o)
-            if ethertype == 0x0800 and vihl == 0x45 and not frag & 0x1FFF and (
-                    proto == 6 or proto == 17):
-                macs = mac_cache.get(raw)
+        if incl >= min_fast and not frag & frag_mask:
+            if raw != last_raw:
+                last_raw = raw
+                macs = mac_get(raw)
                 if macs is None:
-                    macs = mac_cache[raw] = (raw[6:12].hex(":"), raw[0:6].hex(":"))
-                cache = caches[proto]
-                ft = cache.get(addr_ports)
-                if ft is None:
-                    sport, dport = unpack_ports(addr_ports, 8)
-                    ft = FiveTuple("tcp" if proto == 6 else "udp", ntoa(addr_ports[0:4]), sport,
-                                   ntoa(addr_ports[4:8]), dport)
-                    ft = cache[addr_ports] = interned.setdefault(ft, ft)
-                l4 = o + 34
-                end = o + 14 + total_len
-                if end > fend:
-                    end = fend
+                    macs = mac_cache[raw] = (raw[6:12].hex(":"), raw[0:6].hex(":")) \
+                        if raw[12:] == eth_ipv4 else ()
+                if macs:
+                    src_mac, dst_mac = macs
+            if macs:
+                total_len = u16[total_len]
                 if proto == 17:
-                    pay = l4 + 8
-                    append(new_packet(Packet, (
-                        ts_ns / 1e9, iface, index, ft, ip_id, total_len, ttl, "", 0, 0, -1,
-                        crc32(data[pay:end]) if pay < end else 0, macs[0], macs[1], ts_ns)))
+                    if addrs != last_udp:
+                        last_udp = addrs
+                        ft = udp_get(addrs)
+                        if ft is None:
+                            sport, dport = unpack_ports(addrs, 8)
+                            ft = FiveTuple("udp", ntoa(addrs[0:4]), sport, ntoa(addrs[4:8]),
+                                           dport)
+                            ft = udp_cache[addrs] = interned.setdefault(ft, ft)
+                        udp_ft = ft
+                    end = o + 14 + total_len
+                    if end > fend:
+                        end = fend
+                    append(new_packet(packet_type, (        # (an empty payload's crc32 is 0)
+                        ts_ns / 1e9, iface, index, udp_ft, u16[ip_id], total_len, ttl, "", 0,
+                        0, -1, crc32(data[o + 42:end]), src_mac, dst_mac, ts_ns)))
                     continue
-                if end >= l4 + 14:
-                    seq, ack, doff, fl = unpack_tcp(data, l4)
-                    pay = l4 + (doff >> 4) * 4
-                    append(new_packet(Packet, (
-                        ts_ns / 1e9, iface, index, ft, ip_id, total_len, ttl, flag_text[fl], seq,
-                        ack, -1, crc32(data[pay:end]) if pay < end else 0, macs[0], macs[1],
-                        ts_ns)))
+                elif proto == 6 and total_len >= 34 and incl >= 48:     # the TCP header's
+                    if addrs != last_tcp:                               # first 14 bytes too
+                        last_tcp = addrs
+                        ft = tcp_get(addrs)
+                        if ft is None:
+                            sport, dport = unpack_ports(addrs, 8)
+                            ft = FiveTuple("tcp", ntoa(addrs[0:4]), sport, ntoa(addrs[4:8]), dport)
+                            ft = tcp_cache[addrs] = interned.setdefault(ft, ft)
+                        tcp_ft = ft
+                    seq, ack, doff, fl = unpack_tcp(data, o + 34)
+                    end = o + 14 + total_len
+                    if end > fend:
+                        end = fend
+                    pay = o + 34 + (doff >> 4) * 4
+                    append(new_packet(packet_type, (
+                        ts_ns / 1e9, iface, index, tcp_ft, u16[ip_id], total_len, ttl,
+                        flag_text[fl], seq, ack, -1, crc32(data[pay:end]) if pay < end else 0,
+                        src_mac, dst_mac, ts_ns)))
                     continue
         slow.append((linktype, ts_ns, o, incl, index))
+    if index >= 0 and not ng:
+        link_types.add(LINKTYPE_ETHERNET)
     return slow, index + 1, link_types
 
 

@@ -35,20 +35,28 @@ Each hop's ``changed`` maps the fields in :data:`CHANGE_FIELDS` that differ from
 hop to ``(before, after)``, e.g. ``{"src": ("172.17.0.2", "203.0.113.2")}``; it is worked out
 when first read (``Journey.hops`` itself is built on first access from ``Journey.packets``).
 
-Speed (this is the hot loop of offline analysis): appearances are ordered by one C-level sort
-on ``ts_ns`` and only runs of equal timestamps are re-sorted by (TTL, rank); each packet's key
-is built from the tuple fields unpacked once; a key seen once (nearly every key) maps straight
-to its one open journey, and only keys shared by several open journeys get the per-interface
-queues below.  The internal key leaves out the protocol (``match_key`` keeps it): packets of
-different protocols never join one journey anyway, because compatibility requires the same
-protocol.
+Speed (this is the hot loop of offline analysis): the matcher never lets appearances of
+different keys meet, so :func:`_by_key` works key by key.  One pass over the appearances in time
+order (as ``TraceReader.packets`` gives them; others are sorted first) finds each key's state
+in a dictionary keyed by the payload hash (an int, cheap to hash and compare; the rest of the
+key is compared with the key's first appearance) and checks that each appearance simply
+continues the previous one.  Nearly every key passes — one packet crossing the path — and
+becomes one journey without any per-interface queue (a payload hash shared by other packets
+is sorted out by a second such pass over its appearances, keyed by the whole match key); the
+keys that do not (repeats, rewrites without a TTL drop, equal times out of path order, gaps
+beyond the window) go through the general loop (:func:`_sequential`, with the per-interface
+queues below) on their own appearances, and journeys are numbered by their first appearance
+in the global order as that loop numbers them.  The internal key leaves out the protocol
+(``match_key`` keeps it): packets of different protocols never join one journey anyway,
+because compatibility requires the same protocol.
 """
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
 from itertools import compress, islice
-from operator import attrgetter, eq
+from operator import attrgetter, eq, itemgetter, lt, sub
+from typing import Any
 
 from netsim.trace._gc import gc_paused
 from netsim.trace.records import CHANGE_FIELDS, Journey, Packet
@@ -68,6 +76,7 @@ ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
 ROLE_RANK = {"container-veth": 0, "veth": 0, "bridge": 1, "nic": 2, "upstream": 3, "external": 4}
 _SCAN_LIMIT = 64          # candidates examined per appearance (bounds pathological inputs)
 _TS_NS = attrgetter("ts_ns")
+_IFACE = attrgetter("iface")
 
 
 def match_key(p: Packet) -> tuple[object, ...]:
@@ -175,7 +184,7 @@ def build_journeys(packets: Iterable[Packet], window_s: float = 1.0,
                    tie_order: Sequence[str] | None = None) -> list[Journey]:
     """Group appearances of the same packet on different interfaces into journeys."""
     with gc_paused():       # many small acyclic objects: see netsim.trace._gc
-        return _build(list(packets), window_s, tie_order)
+        return _build(packets if type(packets) is list else list(packets), window_s, tie_order)
 
 
 def _ordered(items: list[Packet], rank: dict[str, int]) -> tuple[list[Packet], list[int]]:
@@ -216,11 +225,176 @@ def _ordered(items: list[Packet], rank: dict[str, int]) -> tuple[list[Packet], l
 
 def _build(items: list[Packet], window_s: float,
            tie_order: Sequence[str] | None) -> list[Journey]:
-    ifaces = sorted({p.iface for p in items})
-    ranked = list(tie_order) if tie_order is not None else default_tie_order(ifaces)
+    if tie_order is not None:
+        ranked = list(tie_order)
+    else:
+        ranked = default_tie_order(set(map(_IFACE, items)))
     rank = {name: n for n, name in enumerate(ranked)}
-    order, nss = _ordered(items, rank)
     window_ns = int(window_s * 1e9)
+    lists = _by_key(items, rank, window_ns)
+    if lists is _UNSORTED:
+        lists = _by_key(sorted(items, key=_TS_NS), rank, window_ns)
+    if lists is None or lists is _UNSORTED:     # the general order and loop
+        order, nss = _ordered(items, rank)
+        lists = _sequential(order, nss, window_ns, sorted(set(map(_IFACE, items))))
+    new_journey = Journey.__new__
+    out = []
+    for n, packets in enumerate(map(tuple, lists)):
+        journey = new_journey(Journey)
+        journey.id = n
+        journey.packets = packets
+        journey._hops = None
+        out.append(journey)
+    return out
+
+
+_UNSORTED: list[list[Packet]] = []      # _by_key's answer for appearances not in time order
+# _by_key's state of one match key, a list: the last appearance's [0] TTL, [1] tuple, [2] time,
+# [3] interface; [4] the first one's time; [5] the interfaces seen since the TTL last dropped;
+# [6] the match key but for the payload hash; [7:] the appearances
+_STATE_LAST_NS = itemgetter(2)
+_STATE_FIRST_NS = itemgetter(4)
+_STATE_PACKETS = itemgetter(slice(7, None))
+_FIRST_PACKET = 7
+_FIRST = itemgetter(0)
+
+
+def _by_key(order: list[Packet], rank: dict[str, int], window_ns: int,
+            by_payload: bool = True) -> list[list[Packet]] | None:
+    """The journeys' packets, worked out key by key, for appearances in time order.
+
+    Appearances of different match keys never meet in the matcher, so each key's
+    appearances can be matched on their own, in the global order restricted to that key.
+    Nearly always they are one packet crossing the path, and one pass over the appearances
+    checks just that: each continues its key's previous appearance (TTL not rising, dropping
+    by at most ``MAX_TTL_DROP``, the tuple unchanged or rewritten across a router, no
+    interface twice without a TTL drop in between, equal times already in path order), and
+    the key's appearances span at most the window.  Such a key is one journey; any other
+    key's appearances go through :func:`_sequential`, the general loop.  Journeys are
+    numbered by their first appearance in the global order, as the general loop numbers them.
+
+    ``by_payload``: the dictionary is keyed by the payload hash alone when there is one (an
+    int: cheap to hash and compare) and the rest of the match key is compared with the first
+    appearance's; appearances that only share the payload hash (the same payload in other
+    packets) are then told apart by a second pass over them keyed by the whole match key.
+
+    :data:`_UNSORTED` when ``order`` is not in time order; None when some packet has no
+    ``ts_ns`` or the same object is given twice (rare inputs, for the general loop).
+    """
+    groups: dict[object, list[Any]] = {}
+    get = groups.get
+    states: list[list[Any]] = []                # one per key, by first appearance
+    add = states.append
+    mixed: list[list[Any]] = []                 # keys that are not one simple journey
+    shared: list[list[Any]] = []                # payload hashes of more than one match key
+    unknown = len(rank)
+    max_drop = MAX_TTL_DROP
+    icmp_errors = ICMP_ERROR_TYPES
+    prev_ns = 1                                 # (so a missing ts_ns, 0, stops the pass too)
+    for p in order:
+        tup, ip_id, length, ttl, flags, seq, ack, itype, phash, _smac, _dmac, ns = p[3:]
+        if ns < prev_ns:
+            return _UNSORTED if ns else None
+        prev_ns = ns
+        rest = (ip_id, length, flags, seq, ack, itype)
+        if itype in icmp_errors:
+            k: object = (rest, -1)              # ICMP errors: the payload hash left out
+        elif not phash:
+            k = rest                            # no payload (the key's other shapes differ)
+        elif phash > 0 and by_payload:
+            k = phash
+        else:
+            k = (rest, phash)
+        st = get(k)
+        iface = p[1]
+        if st is None:
+            groups[k] = st = [ttl, tup, ns, iface, ns, (iface,), rest, p]
+            add(st)
+            continue
+        st.append(p)
+        if rest != st[6]:
+            shared.append(st)                   # another packet with the same payload
+        last_ttl = st[0]
+        last_tup = st[1]
+        if ttl == last_ttl:
+            segment = st[5]
+            if tup is not last_tup and tup != last_tup:
+                mixed.append(st)                # rewritten without being routed
+            elif iface in segment:
+                mixed.append(st)                # back on an interface without being routed
+            elif ns == st[2] and rank.get(iface, unknown) < rank.get(st[3], unknown):
+                mixed.append(st)                # equal times not in path order: sort first
+            st[5] = segment + (iface,)
+        else:
+            if not 0 < last_ttl - ttl <= max_drop or (tup is not last_tup and
+                                                      tup.proto != last_tup.proto):
+                mixed.append(st)
+            st[0] = ttl
+            st[1] = tup
+            st[5] = (iface,)
+        st[2] = ns
+        st[3] = iface
+    if order and prev_ns - order[0].ts_ns > window_ns and \
+            max(map(sub, map(_STATE_LAST_NS, states), map(_STATE_FIRST_NS, states))) > window_ns:
+        mixed.extend(st for st in states if st[2] - st[4] > window_ns)
+    if not mixed and not shared:
+        starts = list(map(_STATE_FIRST_NS, states))
+        if all(map(lt, starts, islice(starts, 1, None))):
+            return list(map(_STATE_PACKETS, states))
+        return _numbered(list(map(_STATE_PACKETS, states)), order, rank)
+    redo = {id(st) for st in mixed}
+    split = {id(st) for st in shared}
+    out: list[list[Packet]] = []
+    for st in states:
+        g = st[_FIRST_PACKET:]
+        if id(st) in split:                     # g is in time order: never _UNSORTED
+            parts = _by_key(g, rank, window_ns, by_payload=False)
+            if parts is not None and parts is not _UNSORTED:
+                out.extend(parts)
+                continue
+        elif id(st) not in redo:
+            out.append(g)
+            continue
+        g.sort(key=lambda p: (p.ts_ns, -p.ttl, rank.get(p.iface, unknown)))
+        out.extend(_sequential(g, list(map(_TS_NS, g)), window_ns, sorted(set(map(_IFACE, g)))))
+    return _numbered(out, order, rank)
+
+
+def _numbered(lists: list[list[Packet]], order: list[Packet],
+              rank: dict[str, int]) -> list[list[Packet]] | None:
+    """``lists`` in the order of their first packets in the global order (see the module
+    docstring); None when some packet object occurs twice in ``order``."""
+    starts = list(map(_TS_NS, map(_FIRST, lists)))
+    by_time = sorted(range(len(lists)), key=starts.__getitem__)     # stable
+    lists = list(map(lists.__getitem__, by_time))
+    starts = list(map(starts.__getitem__, by_time))
+    ties = list(compress(range(len(starts) - 1), map(eq, starts, islice(starts, 1, None))))
+    if not ties:
+        return lists
+    n = len(order)
+    pos = dict(zip(map(id, order), range(n), strict=True))
+    if len(pos) != n:
+        return None
+    unknown = len(rank)
+
+    def first_key(ps: list[Packet]) -> tuple[int, int, int]:
+        p = ps[0]
+        return (-p.ttl, rank.get(p.iface, unknown), pos[id(p)])
+    end = -1
+    for i in ties:                          # each run of equal start times, sorted
+        if i < end:
+            continue
+        end = i + 1
+        while end < len(starts) and starts[end] == starts[i]:
+            end += 1
+        lists[i:end] = sorted(lists[i:end], key=first_key)
+    return lists
+
+
+def _sequential(order: list[Packet], nss: list[int], window_ns: int,
+                ifaces: Sequence[str]) -> list[list[Packet]]:
+    """The matcher over appearances in the global order (see the module docstring): the
+    journeys' packets, in the order the journeys began."""
     max_drop = MAX_TTL_DROP
     icmp_errors = ICMP_ERROR_TYPES
     groups: dict[tuple[object, ...], _Open | _Group] = {}
@@ -265,15 +439,7 @@ def _build(items: list[Packet], window_s: float,
         else:
             chosen.add(p, ns)
         g.note_seen(chosen, iface, ttl)
-    new_journey = Journey.__new__
-    out = []
-    for n, j in enumerate(done):
-        journey = new_journey(Journey)
-        journey.id = n
-        journey.packets = tuple(j.packets)
-        journey._hops = None
-        out.append(journey)
-    return out
+    return [j.packets for j in done]
 
 
 def _pick(g: _Group, p: Packet, ns: int, window_ns: int) -> _Open | None:

@@ -1,10 +1,12 @@
 """journeys.py on the real NAPT fixture and on hand-made packets (disambiguation cases)."""
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
+from netsim.trace import journeys
 from netsim.trace.journeys import build_journeys, default_tie_order, match_key
 from netsim.trace.records import FiveTuple, Packet
 from netsim.trace.store import TraceReader
@@ -169,3 +171,92 @@ def test_large_identical_burst_is_linear():
     journeys = build_journeys(packets, tie_order=ORDER)
     assert len(journeys) == 20_000 and all(len(j.hops) == 2 for j in journeys)
     assert all(j.hops[0].packet.index == j.hops[1].packet.index for j in journeys)
+
+
+# ---- the key-by-key pass against the general loop ----------------------------------------
+
+def _general(packets: list[Packet], window_s: float = 1.0,
+             tie_order: list[str] | None = None) -> list[tuple[Packet, ...]]:
+    """The journeys of the general loop alone (every appearance through the per-key queues)."""
+    ranked = tie_order if tie_order is not None else default_tie_order({p.iface for p in packets})
+    rank = {name: n for n, name in enumerate(ranked)}
+    order, nss = journeys._ordered(list(packets), rank)
+    return [tuple(ps) for ps in journeys._sequential(order, nss, int(window_s * 1e9),
+                                                     sorted({p.iface for p in packets}))]
+
+
+def _random_packets(rng: random.Random) -> list[Packet]:
+    """Few keys, few interfaces, TTL and tuple changes, equal times, ICMP errors, repeats."""
+    tuples = [FiveTuple("udp", C, 5000, S, 53), FiveTuple("udp", GW, 5000, S, 53),
+              FiveTuple("tcp", C, 5000, S, 53), FiveTuple("icmp", S, 0, C, 0)]
+    out = []
+    for i in range(rng.randint(0, 40)):
+        k = rng.randrange(6)
+        ns = 1_800_000_000_000_000_000 + rng.choice([0, 1, 2, 1000, 2_000_000_000]) * rng.randint(0, 3)
+        out.append(Packet(ns / 1e9, rng.choice(ORDER + ["x9"]), i, rng.choice(tuples), k % 3, 40 + k // 3,
+                          rng.choice([64, 64, 63, 62, 58, 65]), rng.choice(["", "", "S"]), 0, 0,
+                          rng.choice([-1, -1, 8, 3]), rng.choice([k, k, 0, -1]), "", "",
+                          0 if rng.random() < 0.02 else ns))
+    if out and rng.random() < 0.1:
+        out.append(out[rng.randrange(len(out))])          # the same object twice
+    if rng.random() < 0.7:
+        out.sort(key=lambda p: p.ts_ns)
+    return out
+
+
+def _random_paths(rng: random.Random) -> list[Packet]:
+    """Journeys along veth -> docker0 -> eth0 (SNAT), back (DNAT) and hairpin, some perturbed,
+    payloads shared between packets with other IP IDs."""
+    paths = [[("veth0", 64, 0), ("docker0", 64, 0), ("eth0", 63, 1)],
+             [("eth0", 63, 1), ("docker0", 62, 0), ("veth0", 62, 0)],
+             [("veth0", 64, 0), ("docker0", 64, 0), ("docker0", 63, 2), ("veth0", 63, 2)]]
+    tuples = [FiveTuple("udp", C, 5000, S, 53), FiveTuple("udp", GW, 5000, S, 53),
+              FiveTuple("udp", "172.17.0.1", 5000, C, 80)]
+    out = []
+    t = 1_800_000_000_000_000_000
+    for _ in range(rng.randint(0, 25)):
+        t += rng.choice([0, 1, 10, 1000, 400_000_000])
+        key, ns = rng.randrange(6), t
+        hops = rng.choice(paths)
+        for iface, ttl, tix in hops[:rng.randint(1, len(hops))] if rng.random() < 0.1 else hops:
+            ns += rng.choice([0, 0, 1, 5, 100])
+            if rng.random() < 0.05:
+                ttl += rng.choice([-5, 1, 0])
+            tup = tuples[tix] if rng.random() < 0.95 else rng.choice(tuples)
+            out.append(Packet(ns / 1e9, iface, len(out), tup, key, 40, ttl, "", 0, 0,
+                              -1 if rng.random() < 0.9 else rng.choice([3, 8]), key % 4 * 7, "", "", ns))
+    if rng.random() < 0.5:
+        rng.shuffle(out)
+    return out
+
+
+@pytest.mark.parametrize("make", [_random_packets, _random_paths])
+def test_key_by_key_matches_the_general_loop(make) -> None:
+    """build_journeys (each key's appearances checked in one pass, the rest to the general
+    loop) gives exactly the general loop's journeys, in the same order."""
+    rng = random.Random(11)
+    for _ in range(600):
+        packets = make(rng)
+        window = rng.choice([1.0, 0.000002, 3.0])
+        tie = rng.choice([None, ORDER, ORDER[::-1] + ["x9"]])
+        got = build_journeys(packets, window, tie)
+        assert [j.packets for j in got] == _general(packets, window, tie)
+        assert [j.id for j in got] == list(range(len(got)))
+
+
+def test_fixture_journeys_are_checked_key_by_key(fixture_journeys) -> None:
+    packets, found = fixture_journeys
+    reader = TraceReader(FIXTURE)
+    rank = {name: n for n, name in enumerate(reader.tie_order())}
+    lists = journeys._by_key(packets, rank, 10**9)
+    assert lists is not None and lists is not journeys._UNSORTED
+    assert [tuple(ps) for ps in lists] == [j.packets for j in found] \
+        == _general(packets, tie_order=reader.tie_order())
+
+
+def test_the_same_payload_in_other_packets() -> None:
+    """Retransmitted payloads (other IP ID) share the payload hash, not the journey."""
+    packets = sorted((p for n in range(50) for p in _out(n * 0.3, ip_id=n % 7)), key=lambda p: p.ts_ns)
+    got = build_journeys(packets, tie_order=ORDER)
+    assert len(got) == 50 and all(j.interfaces == ("veth0", "docker0", "eth0") for j in got)
+    assert [j.packets for j in got] == _general(packets, tie_order=ORDER)

@@ -15,6 +15,7 @@ from scapy.layers.l2 import Ether
 from scapy.utils import PcapNgReader, PcapReader, PcapWriter, RawPcapNgReader
 
 from netsim.errors import TraceError
+from netsim.trace import decode as decode_module
 from netsim.trace.decode import _fast_ethernet, decode_pcap, read_records
 from netsim.trace.pcapng import describe_interface, pcap_to_pcapng, read_interfaces
 from netsim.trace.records import CaptureStats
@@ -177,3 +178,133 @@ def test_conversion_and_pcapng_decode_rates(tmp_path: Path) -> None:
     print(f"pcap -> pcapng {convert:,.0f} records/s; pcapng decode {decode:,.0f} packets/s")
     assert packets == decode_pcap(big, "docker0")[0]
     assert convert > 100_000 and decode > 100_000
+
+
+# ---- the inlined pcapng loop against the general decoder ---------------------------------
+
+def _general(path: Path, iface: str, monkeypatch: pytest.MonkeyPatch):
+    """What the general decoder alone makes of a file (the inlined loop switched off)."""
+    with monkeypatch.context() as m:
+        m.setattr(decode_module, "_fast_ethernet", lambda *args: None)
+        return decode_module._decode(path, path.read_bytes(), iface, {})
+
+
+def _same(path: Path, iface: str, monkeypatch: pytest.MonkeyPatch) -> list:
+    """decode_pcap (inlined loop first) and the general decoder agree on ``path``, exactly."""
+    got, st = decode_pcap(path, iface)
+    want, sw = _general(path, iface, monkeypatch)
+    assert got == want
+    assert [(p.ts, p.ts_ns, p.index) for p in got] == [(p.ts, p.ts_ns, p.index) for p in want]
+    assert (st.records, st.decoded, st.skipped_non_ipv4, st.skipped_truncated, st.link_types) \
+        == (sw.records, sw.decoded, sw.skipped_non_ipv4, sw.skipped_truncated, sw.link_types)
+    return got
+
+
+def _block(btype: int, body: bytes) -> bytes:
+    body += bytes(-len(body) % 4)
+    return struct.pack("<II", btype, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+
+def _opt(code: int, value: bytes) -> bytes:
+    return struct.pack("<HH", code, len(value)) + value + bytes(-len(value) % 4)
+
+
+def _idb(linktype: int, *opts: bytes) -> bytes:
+    return _block(1, struct.pack("<HHI", linktype, 0, 262144)
+                  + (b"".join(opts) + struct.pack("<HH", 0, 0) if opts else b""))
+
+
+def _epb(ifid: int, ticks: int, frame: bytes, options: bytes = b"", caplen: int | None = None,
+         ) -> bytes:
+    return _block(6, struct.pack("<IIIII", ifid, ticks >> 32, ticks & 0xFFFFFFFF,
+                                 len(frame) if caplen is None else caplen, len(frame))
+                  + frame + bytes(-len(frame) % 4) + options)
+
+
+def _sll(frame: bytes) -> bytes:
+    """An Ethernet frame as Linux cooked capture (SLL) would show it."""
+    return struct.pack("!HHH8sH", 0, 1, 6, frame[6:12] + b"\0\0", 0x0800) + frame[14:]
+
+
+def _shb() -> bytes:
+    return _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+
+
+def test_converted_fixtures_decode_like_the_general_decoder(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    for src in (NAPT, NAPT_BASIC):
+        d = _converted(tmp_path / src.name, src)
+        for ng in sorted((d / "pcap").glob("*.pcapng")):
+            got = _same(ng, ng.stem, monkeypatch)
+            assert got and got == decode_pcap(src / "pcap" / f"{ng.stem}.pcap", ng.stem)[0]
+
+
+def test_several_interfaces_options_and_a_cut_last_block(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """One section, four interfaces (nanoseconds, microseconds, binary 2^-20 s with an offset,
+    cooked capture), EPBs interleaved between them, with options and with a captured length
+    larger than the block holds, an IDB and an ISB between packets, the last block cut short:
+    the inlined loop reads it exactly like the general decoder (same packets, times, indices,
+    counts) and is not bypassed."""
+    frames = {i: [(ts, f) for _lt, ts, f in read_records(NAPT / "pcap" / f"{i}.pcap")]
+              for i in ("vethc2", "docker0", "eth0")}
+    blocks = [_shb(), _idb(1, _opt(2, b"vethc2"), _opt(9, bytes([9]))),
+              _idb(1, _opt(9, bytes([6])))]
+    for n, (ts, f) in enumerate(frames["vethc2"][:8]):
+        blocks.append(_epb(0, ts, f, _opt(2, struct.pack("<I", 1)) + _opt(0, b"") if n % 3 else b""))
+    blocks.append(_idb(1, _opt(9, bytes([0x80 | 20])), _opt(14, struct.pack("<q", 7))))
+    for n, ((t1, f1), (t2, f2)) in enumerate(zip(frames["docker0"], frames["eth0"], strict=False)):
+        blocks.append(_epb(1, t1 // 1000, f1))
+        blocks.append(_epb(2, t2 * 2**20 // 10**9, f2))
+        if n == 5:
+            blocks.append(_idb(113, _opt(9, bytes([3]))))    # between packets of interface 2
+            blocks.append(_block(5, struct.pack("<III", 0, 0, 0)))
+        if n == 9:
+            blocks.append(_epb(3, t2 // 10**6, _sll(f2)))
+            blocks.append(_epb(0, t2, f2, caplen=len(f2) + 9))    # more than the block holds
+    for ts, f in frames["vethc2"][8:]:
+        blocks.append(_epb(0, ts, f))
+    path = tmp_path / "multi.pcapng"
+    data = b"".join(blocks)
+    path.write_bytes(data[:-21])                 # the last EPB cut short
+    assert _fast_ethernet(path.read_bytes(), "multi", {}, []) is not None
+    got = _same(path, "multi", monkeypatch)
+    stats = decode_pcap(path, "multi")[1]
+    assert stats.link_types == (1, 113) and stats.records == len(blocks) - 6 - 1  # 6 not EPBs
+    assert len(got) > 60 and got[-1].index < stats.records
+    cooked = [p for p in got if p.dst_mac == ""]
+    assert len(cooked) == 1 and cooked[0].ts_ns % 10**6 == 0         # 1/1000 s ticks
+    micro = sum(p.ts_ns % 1000 == 0 for p in got)                    # and finer stamps
+    assert 20 < micro < len(got)
+
+
+def _ipv4_frames(iface: str) -> list[bytes]:
+    return [f for _lt, _ts, f in read_records(NAPT / "pcap" / f"{iface}.pcap") if f[12:14] == b"\x08\x00"]
+
+
+def test_a_simple_packet_block_leaves_the_file_to_the_general_decoder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = _ipv4_frames("eth0")[:6]
+    spb = _block(3, struct.pack("<I", len(frames[2])) + frames[2])
+    path = tmp_path / "spb.pcapng"
+    path.write_bytes(_shb() + _idb(1) + _epb(0, 10**15, frames[0]) + _epb(0, 10**15 + 1, frames[1])
+                     + spb + b"".join(_epb(0, 10**15 + n, f) for n, f in enumerate(frames[3:], 3)))
+    assert _fast_ethernet(path.read_bytes(), "x", {}, []) is None
+    got = _same(path, "x", monkeypatch)
+    assert [p.index for p in got] == list(range(6))
+    assert [p.ts_ns for p in got] == [10**18, 10**18 + 1000, 0, 10**18 + 3000, 10**18 + 4000,
+                                      10**18 + 5000]        # an SPB has no time
+    assert [p.length for p in got] == [len(f) - 14 for f in frames]
+
+
+def test_an_interface_description_between_packets_keeps_their_clock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A later IDB must not change how the EPBs of an interface already in use are timed."""
+    frames = _ipv4_frames("eth0")[:2]
+    ticks = 1_800_000_000 * 2**20 + 12345
+    path = tmp_path / "idb.pcapng"
+    path.write_bytes(_shb() + _idb(1, _opt(9, bytes([0x80 | 20]))) + _epb(0, ticks, frames[0])
+                     + _idb(1, _opt(9, bytes([9]))) + _epb(0, ticks + 2**20, frames[1]))
+    assert _fast_ethernet(path.read_bytes(), "x", {}, []) is not None
+    got = _same(path, "x", monkeypatch)
+    assert [p.ts_ns for p in got] == [ticks * 10**9 // 2**20, (ticks + 2**20) * 10**9 // 2**20]
