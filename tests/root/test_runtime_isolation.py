@@ -445,6 +445,7 @@ def test_stop_plain_process_reports_signal(make: Callable[..., Container]) -> No
 
 def test_stop_escalates_to_sigkill(make: Callable[..., Container]) -> None:
     c = make("sh", "-c", "trap '' TERM; while :; do sleep 0.05; done")
+    assert poll(lambda: "sleep" in sh(c, "ps -o args"))  # the trap is set once the loop runs
     t0 = time.monotonic()
     assert c.stop(timeout=0.3) == 128 + signal.SIGKILL
     assert time.monotonic() - t0 < 3
