@@ -25,6 +25,7 @@ Normalised away first, because it legitimately differs from run to run or engine
 """
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable
@@ -36,6 +37,7 @@ from .trace.records import ConntrackEvent, FiveTuple, Packet
 __all__ = ["Difference", "TraceView", "DiffResult", "fixed_ports", "view_of", "compare", "diff_traces"]
 
 BEFORE = "(before the steps)"
+LAG_S = 2.0   # how far a conntrack event may trail the packet that created its connection
 _LINK_LOCAL_MCAST = ipaddress.IPv4Network("224.0.0.0/24")
 
 
@@ -224,13 +226,26 @@ def view_of(trace_dir: Path) -> TraceView:
         for p in pkts:
             view.hops.setdefault(step, set()).add(f"{p.iface} {ports[step].tuple(p.tuple)}")
 
-    # conntrack: live events by time; the final dump joins its connection's step
+    # conntrack: a connection belongs to the step of the packet that created it.  An event's
+    # time is when `conntrack -E` read it, which under load can lag past the next step's begin;
+    # the packets carry the kernel's time.  So: the first packet with the connection's original
+    # tuple in the LAG_S before its first event, else the event's own time.  The final dump
+    # joins its connection's step.
+    created_at: dict[FiveTuple, list[float]] = defaultdict(list)
+    for p in obs.packets:
+        created_at[p.tuple].append(p.ts)
+    for times in created_at.values():
+        times.sort()
     kept = [e for e in obs.conntrack if not _noise(e.original)]
     live = sorted((e for e in kept if e.kind != "DUMP"), key=lambda e: e.ts)
     conn_step: dict[FiveTuple, str] = {}
     per_conn: dict[FiveTuple, list[ConntrackEvent]] = defaultdict(list)
     for e in live:
-        conn_step.setdefault(e.original, _step_of(e.ts, windows))
+        if e.original not in conn_step:
+            times = created_at.get(e.original, [])
+            i = bisect.bisect_left(times, e.ts - LAG_S)
+            created = times[i] if i < len(times) and times[i] <= e.ts else e.ts
+            conn_step[e.original] = _step_of(created, windows)
         per_conn[e.original].append(e)
     for e in kept:
         if e.kind == "DUMP":
