@@ -430,43 +430,10 @@ def _decode(path: Path, data: bytes, iface: str,
     new_packet = tuple.__new__
     non_ip = truncated = 0
     index = -1
-    unpack_fast = struct.Struct("!12sHB1xHHHBB2x12s").unpack_from   # Ethernet + IPv4 (IHL 5)
-    fast_caches: dict[int, dict[bytes, FiveTuple]] = {6: {}, 17: {}}
     for linktype, ts_ns, o, caplen, index in spans:
         fend = o + caplen
         if linktype not in link_types:
             link_types.add(linktype)
-        if linktype == LINKTYPE_ETHERNET and caplen >= 38:
-            # fast path: untagged Ethernet, IPv4 without options, TCP/UDP first fragment
-            raw, ethertype, vihl, total_len, ip_id, frag, ttl, proto, addr_ports = \
-                unpack_fast(data, o)
-            if ethertype == 0x0800 and vihl == 0x45 and not frag & 0x1FFF and (
-                    proto == 6 or proto == 17):
-                macs = mac_cache.get(raw)
-                if macs is None:
-                    macs = mac_cache[raw] = (raw[6:12].hex(":"), raw[0:6].hex(":"))
-                l4 = o + 34
-                end = o + 14 + total_len
-                end = min(end, fend)
-                cache = fast_caches[proto]
-                ft = cache.get(addr_ports)
-                if ft is None:
-                    sport, dport = unpack_ports(addr_ports, 8)
-                    ft = FiveTuple(proto_names[proto], ntoa(addr_ports[0:4]), sport,
-                                   ntoa(addr_ports[4:8]), dport)
-                    ft = cache[addr_ports] = interned.setdefault(ft, ft)
-                if proto == 6 and end >= l4 + 14:
-                    seq, ack, doff, fl = unpack_tcp(data, l4)
-                    flags = flag_text[fl]
-                    pay = l4 + (doff >> 4) * 4
-                else:
-                    seq = ack = 0
-                    flags = ""
-                    pay = l4 + 8
-                append(new_packet(Packet, (
-                    ts_ns / 1e9, iface, index, ft, ip_id, total_len, ttl, flags, seq, ack, -1,
-                    crc32(data[pay:end]) if pay < end else 0, macs[0], macs[1], ts_ns)))
-                continue
         if linktype == LINKTYPE_ETHERNET:
             if caplen < 14:
                 truncated += 1
