@@ -116,7 +116,8 @@ class _DockerSide:
 
 def docker_available() -> str | None:
     """Why the Docker side cannot run, or None when a dockerd is installed."""
-    if shutil.which("dockerd") or shutil.which("dockerd", path="/usr/sbin:/sbin:/usr/bin:/bin"):
+    from ..lab.engines.docker import find_dockerd
+    if find_dockerd() is not None:
         return None
     return "no dockerd installed (`sudo make setup` installs docker.io)"
 

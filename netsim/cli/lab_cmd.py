@@ -31,11 +31,12 @@ def _usage(message: str) -> None:
 
 
 def _lab_dir(lab: str) -> Path:
-    from ..lab.ledger import lab_dir
-    d = lab_dir(lab)
-    if "/" in lab or not (d / "ledger.jsonl").exists():
-        _usage(f"no lab {lab!r} (`netsim ps` lists the labs)")
-    return d
+    from ..lab.ledger import existing_lab_dir
+    try:
+        return existing_lab_dir(lab)
+    except NetsimError as e:
+        _usage(str(e))
+        raise AssertionError from None  # unreachable: _usage exits
 
 
 def _container(lab: str, name: str) -> "Container":

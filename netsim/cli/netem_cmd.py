@@ -22,12 +22,10 @@ def change_link(lab_name: str, at: str, rate: str | None, loss: float | None, de
     """Apply (or clear) one link's impairments on a running lab; returns what was done."""
     from ..lab.impair import apply_link, clear_link, describe
     from ..lab.lab import Lab
-    from ..lab.ledger import lab_dir
+    from ..lab.ledger import existing_lab_dir
     from ..scenario.schema import Link
 
-    d = lab_dir(lab_name)
-    if "/" in lab_name or not (d / "ledger.jsonl").exists() or not (d / "lab.json").exists():
-        raise UsageError(f"no lab {lab_name!r} (`netsim ps` lists the labs)")
+    existing_lab_dir(lab_name)     # an unknown lab before the options: exit 2 either way
     if clear and any(v is not None for v in (rate, loss, delay, jitter)):
         raise UsageError("--clear takes no other option")
     if not clear and all(v is None for v in (rate, loss, delay)):

@@ -17,7 +17,6 @@ process of the lab (ledger, ended by its pid when the link changes or the lab go
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import LabError
-from ..scenario.schema import Link
+from ..scenario.schema import Link, time_ms
 from .command import in_netns, run
 from .ledger import process_start_time
 from .netns import netns_path
@@ -74,13 +73,6 @@ def _loss_rules(lab: "Lab", ep: Endpoint, loss: float) -> list[list[str]]:
 DELAY_QUEUE = 100   # the NFQUEUE number; queues are per network namespace, one link per namespace
 
 
-def _ms(value: str) -> float:
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(us|ms|s)", value)
-    if m is None:
-        raise LabError(f"{value!r} is not a time like 20ms")
-    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
-
-
 def _stop_delayer(lab: "Lab", at: str) -> None:
     """End the link's delayer by its pid (checked against its start time), if one runs."""
     path = lab.dir / "impair" / f"{at}.delayq.json"
@@ -96,8 +88,8 @@ def _start_delayer(lab: "Lab", link: Link, ep: Endpoint) -> None:
     """netsim.probes.delayq in the endpoint's namespace, then the rules that feed it."""
     assert link.delay is not None
     argv = in_netns(netns_path(ep.netns), [sys.executable, "-m", "netsim.probes.delayq", "--queue",
-                                           str(DELAY_QUEUE), "--delay-ms", str(_ms(link.delay)),
-                                           "--jitter-ms", str(_ms(link.jitter) if link.jitter else 0.0)])
+                                           str(DELAY_QUEUE), "--delay-ms", str(time_ms(link.delay)),
+                                           "--jitter-ms", str(time_ms(link.jitter) if link.jitter else 0.0)])
     log = lab.dir / "impair" / f"{link.at}.delayq.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     what = f"delayq-{link.at}"

@@ -21,7 +21,7 @@ from .command import in_netns, require_tool, run
 from .engine import Engine
 from .firewall import render_home_router_rules
 from .impair import apply_link, describe
-from .ledger import Ledger, lab_dir, process_start_time
+from .ledger import Ledger, existing_lab_dir, lab_dir, process_start_time
 from .network import LabNames, build_network
 from .teardown import teardown
 
@@ -64,9 +64,7 @@ class Lab:
         from ..errors import UsageError
         from ..scenario import load_scenario
         from .engines import make_engine
-        d = lab_dir(name)
-        if "/" in name or not (d / "ledger.jsonl").exists() or not (d / "lab.json").exists():
-            raise UsageError(f"no lab {name!r} (`netsim ps` lists the labs)")
+        d = existing_lab_dir(name)
         check_environment()
         info = json.loads((d / "lab.json").read_text())
         loaded = load_scenario(str(info.get("scenario")))

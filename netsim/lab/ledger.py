@@ -20,6 +20,15 @@ def lab_dir(lab: str, root: Path | None = None) -> Path:
     return (root or STATE_ROOT) / "labs" / lab
 
 
+def existing_lab_dir(lab: str) -> Path:
+    """The directory of a lab this machine's netsim made; UsageError (exit 2) when there is none."""
+    from ..errors import UsageError
+    d = lab_dir(lab)
+    if "/" in lab or not (d / "ledger.jsonl").exists() or not (d / "lab.json").exists():
+        raise UsageError(f"no lab {lab!r} (`netsim ps` lists the labs)")
+    return d
+
+
 def process_start_time(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat: tells a process from a later one that reused its pid."""
     try:

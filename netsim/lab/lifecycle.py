@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import LabError, UsageError
-from ..model.addressing import ContainerAddr, mac_for, readdress, with_addresses
+from ..model.addressing import ContainerAddr, readdress, with_addresses
 from . import netns
 from .bridge import HostBridge, plan_links
 from .command import in_netns, run
@@ -73,9 +73,7 @@ def current_addresses(lab: Lab) -> dict[str, ContainerAddr | None]:
         if ips is None:
             out[name] = None
             continue
-        eps = tuple(replace(e, ip=ip, mac=mac_for(ip))
-                    for e in addr.endpoints for ip in [ipaddress.IPv4Address(ips[e.network])])
-        out[name] = replace(addr, ip=eps[0].ip, mac=eps[0].mac, endpoints=eps)
+        out[name] = addr.readdressed([ipaddress.IPv4Address(ips[e.network]) for e in addr.endpoints])
     return out
 
 

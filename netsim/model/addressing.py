@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..scenario.networks import NetworkSpec, container_networks, resolve_networks
@@ -58,6 +58,11 @@ class ContainerAddr:
 
     def on(self, network: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.network == network), None)
+
+    def readdressed(self, ips: Sequence[ipaddress.IPv4Address]) -> ContainerAddr:
+        """The same interfaces with new addresses, one per endpoint in order; MACs follow."""
+        eps = tuple(replace(e, ip=ip, mac=mac_for(ip)) for e, ip in zip(self.endpoints, ips, strict=True))
+        return replace(self, ip=eps[0].ip, mac=eps[0].mac, endpoints=eps)
 
 
 @dataclass(frozen=True)
@@ -240,7 +245,7 @@ def readdress(plan: Plan, s: Scenario, name: str, running: Mapping[str, Containe
     old = plan.containers[name]
     fixed = {c.ip for c in s.containers if c.ip is not None and c.name != name}
     own_fixed = next((c.ip for c in s.containers if c.name == name), None)
-    eps: list[Endpoint] = []
+    ips: list[ipaddress.IPv4Address] = []
     for k, e in enumerate(old.endpoints):
         spec = plan.networks[e.network]
         taken = {spec.gateway} | fixed | {x.ip for a in running.values() if a.name != name
@@ -254,8 +259,8 @@ def readdress(plan: Plan, s: Scenario, name: str, running: Mapping[str, Containe
             if free is None:
                 raise ValueError(f"container {name}: no free address left on {e.network} ({spec.subnet})")
             ip = free
-        eps.append(replace(e, ip=ip, mac=mac_for(ip)))
-    return replace(old, ip=eps[0].ip, mac=eps[0].mac, endpoints=tuple(eps))
+        ips.append(ip)
+    return old.readdressed(ips)
 
 
 def with_addresses(plan: Plan, current: Mapping[str, ContainerAddr | None]) -> Plan:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 __all__ = [
     "Scenario", "Container", "External", "Service", "Publish", "Limits", "Step", "Expect",
     "HostConfig", "Nic", "Bridge", "Upstream", "Link", "Network", "NAME_RE", "NETWORK_RE", "SEND_KINDS",
-    "DEFAULT_NETWORK",
+    "DEFAULT_NETWORK", "time_ms",
 ]
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
@@ -230,6 +230,14 @@ _RATE_RE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit)$")
 _TIME_RE = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s)$")
 
 
+def time_ms(value: str) -> float:
+    """A link time as the schema accepts it (`20ms`, `500us`, `1s`) in milliseconds."""
+    m = _TIME_RE.match(value)
+    if m is None:
+        raise ValueError(f"{value!r} is not a time like 20ms, 500us, 1s")
+    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+
 class Link(_Strict):
     """Impairments on one link, applied at its egress (as tc qdiscs are).  `at`: `nic` (the
     Docker host's uplink, both ways), `wan` (the home router's public side) or a container's
@@ -253,8 +261,8 @@ class Link(_Strict):
     @field_validator("delay", "jitter")
     @classmethod
     def _time(cls, v: str | None) -> str | None:
-        if v is not None and not _TIME_RE.match(v):
-            raise ValueError(f"{v!r} is not a time like 20ms, 500us, 1s")
+        if v is not None:
+            time_ms(v)   # raises ValueError naming the value
         return v
 
 

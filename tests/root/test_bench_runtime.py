@@ -45,6 +45,7 @@ def test_bench_runtime_times_both_sides_and_leaves_nothing() -> None:
     assert r["n"] == 2
     for key in ("netsim_median_s", "netsim_p95_s", "docker_median_s", "up_100_s", "down_100_s"):
         assert isinstance(r[key], float) and r[key] > 0, (key, r)
-    assert r["ratio"] == round(r["docker_median_s"] / r["netsim_median_s"], 1)
+    # the ratio of the unrounded medians, to 0.1: within 0.1 of the ratio of the printed ones
+    assert abs(r["ratio"] - r["docker_median_s"] / r["netsim_median_s"]) <= 0.1
     assert "dockerd" in p.stderr   # the docker side's dockerd was started (and reported) ...
     assert _bench_things() == before   # ... and, like everything of the netsim side, is gone

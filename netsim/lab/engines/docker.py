@@ -78,7 +78,7 @@ if TYPE_CHECKING:
     from ...scenario.schema import Container
     from ..lab import Lab
 
-__all__ = ["DockerEngine", "DATA_ROOT", "IMAGE"]
+__all__ = ["DockerEngine", "DATA_ROOT", "IMAGE", "find_dockerd"]
 
 DATA_ROOT = Path(os.environ.get("NETSIM_DOCKER_ROOT", "/var/lib/netsim/docker"))
 IMAGE = "netsim-busybox:latest"
@@ -87,6 +87,11 @@ MASKED = ("/etc/docker", "/run/docker", "/run/containerd")
 _HINT = "install the docker.io package (`sudo make setup` does) or docker-ce"
 _MASK_SCRIPT = 'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 97; shift 2; done; shift; exec "$@"'
 _JOIN_SCRIPT = 'echo $$ > "$1" || exit 97; shift; exec "$@"'
+
+
+def find_dockerd() -> str | None:
+    """The dockerd on PATH or in the system directories (root's PATH may lack sbin), or None."""
+    return shutil.which("dockerd") or shutil.which("dockerd", path="/usr/sbin:/sbin:/usr/bin:/bin")
 
 
 def _docker_client(dockerd: str) -> str:
@@ -194,7 +199,7 @@ class DockerEngine:
 
     def _start(self, lab: "Lab") -> None:
         self.check_expressible(lab)
-        dockerd = shutil.which("dockerd") or shutil.which("dockerd", path="/usr/sbin:/sbin:/usr/bin:/bin")
+        dockerd = find_dockerd()
         if dockerd is None:
             raise EnvironmentProblem(f"dockerd is not installed: {_HINT}")
         for tool in ("unshare", "mount", "sh"):
